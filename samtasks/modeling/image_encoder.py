@@ -1,0 +1,180 @@
+"""The SAM image encoder: a plain ViT with windowed and global attention and a conv neck.
+
+Tokens are kept as `[B, H, W, C]` (H, W = image_size / patch_size) between blocks, as in the
+official model, so the checkpoint's `pos_embed` of shape `[1, H, W, C]` loads unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samtasks.modeling.common import LayerNorm2d, MLPBlock
+
+
+def _relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
+    """Embeddings of relative offsets for a `size`-long axis.
+
+    Args:
+        size: number of tokens along the axis (queries and keys alike).
+        table: `[L, C]` learned embeddings of offsets -(L//2) .. L//2.
+
+    Returns:
+        `[size, size, C]`: entry (i, j) is the embedding of offset i - j.
+    """
+    length = 2 * size - 1
+    if table.shape[0] != length:
+        # Checkpoints trained at another resolution: resample the table linearly, as SAM does.
+        table = F.interpolate(table.T[None], size=length, mode="linear")[0].T
+    offsets = torch.arange(size, device=table.device)
+    index = offsets[:, None] - offsets[None, :] + (size - 1)
+    return table[index]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with SAM's decomposed relative-position bias.
+
+    The bias for query (qh, qw) and key (kh, kw) is `q . Rh[qh - kh] + q . Rw[qw - kw]` with the
+    unscaled query; it enters `scaled_dot_product_attention` as the additive mask.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        n = self.num_heads
+        qkv = self.qkv(x).reshape(b, h * w, 3, n, c // n).permute(2, 0, 3, 1, 4)  # [3, B, n, HW, d]
+        q, k, v = qkv.unbind(0)
+        rh = _relative_position_table(h, self.rel_pos_h).to(q.dtype)  # [h, h, d]
+        rw = _relative_position_table(w, self.rel_pos_w).to(q.dtype)  # [w, w, d]
+        q_grid = q.reshape(b, n, h, w, -1)
+        bias_h = torch.einsum("bnhwd,hkd->bnhwk", q_grid, rh)  # [B, n, h, w, kh]
+        bias_w = torch.einsum("bnhwd,wkd->bnhwk", q_grid, rw)  # [B, n, h, w, kw]
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, n, h * w, h * w)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, n, HW, d]
+        x = x.transpose(1, 2).reshape(b, h, w, c)
+        return self.proj(x)
+
+
+def _to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pads `[B, H, W, C]` to multiples of `size` and cuts it into `[B * nW, size, size, C]`.
+
+    The padded tokens stay in the windows as keys (they are zeros after the norm), exactly as in
+    the official model; masking them out would change its outputs.
+    """
+    b, h, w, c = x.shape
+    pad_h, pad_w = -h % size, -w % size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // size, size, wp // size, size, c).transpose(2, 3)  # [B, nh, nw, s, s, C]
+    return x.reshape(-1, size, size, c), (hp, wp)
+
+
+def _from_windows(x: torch.Tensor, size: int, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `_to_windows`: `[B * nW, size, size, C]` -> `[B, H, W, C]` without padding."""
+    hp, wp = padded
+    c = x.shape[-1]
+    x = x.reshape(-1, hp // size, wp // size, size, size, c).transpose(2, 3)  # [B, nh, s, nw, s, C]
+    x = x.reshape(-1, hp, wp, c)
+    return x[:, : hw[0], : hw[1]]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; `window_size` 0 means global attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        window_size: int,
+        input_size: tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        attn_size = (window_size, window_size) if window_size > 0 else input_size
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, input_size=attn_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        if self.window_size > 0:
+            hw = (x.shape[1], x.shape[2])
+            y, padded = _to_windows(y, self.window_size)
+            y = _from_windows(self.attn(y), self.window_size, padded, hw)
+        else:
+            y = self.attn(y)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens `[B, H/p, W/p, C]`."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ImageEncoderViT(nn.Module):
+    """ViT image encoder: `[B, 3, S, S]` normalized padded images -> `[B, out_chans, S/p, S/p]`."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        global_attn_indexes: tuple[int, ...],
+        window_size: int,
+        out_chans: int,
+        mlp_ratio: float = 4.0,
+        in_chans: int = 3,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                window_size=0 if i in global_attn_indexes else window_size,
+                input_size=(grid, grid),
+            )
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))

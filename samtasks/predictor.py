@@ -1,0 +1,328 @@
+"""`SamPredictor`: encode an image (or a batch of images) once, then decode many prompts in batches.
+
+Frames: prompts are given in original image pixels, points as (x, y) = (column, row), boxes as
+XYXY. They are mapped to the model's input frame (long side resized to `image_size`, padded
+bottom/right) internally. Masks come back at the original size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from samtasks.modeling import Sam
+from samtasks.structures import MaskPrediction
+from samtasks.utils.image import load_image, resize_long_side
+from samtasks.utils.resize import upsample_logits
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Upsample at most this many output pixels at once (float32: 256 MiB) to bound memory.
+_UPSAMPLE_PIXELS = 1 << 26
+
+
+@dataclass(frozen=True)
+class _ImageState:
+    original_size: tuple[int, int]  # (H, W) of the original image
+    input_size: tuple[int, int]  # (h, w) of the resized image inside the padded model input
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` -> cuda if available, else mps if available, else cpu."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps requested but MPS is not available")
+    return device
+
+
+class SamPredictor:
+    """Promptable segmentation on encoded images.
+
+    Args:
+        model: a `Sam` (see `samtasks.build_sam`); moved to `device`.
+        device: "cpu", "cuda", "cuda:1", "mps", or None to pick the best available.
+        dtype: "float32" (default), or "bfloat16" / "float16" to run under autocast (CUDA; bfloat16
+            also on CPU). Outputs are float32 either way.
+        prompt_batch_size: prompts decoded per call to the mask decoder; bounds memory.
+        compile: wrap the image encoder in `torch.compile` (worth it on GPU for many images).
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str = "float32",
+        prompt_batch_size: int = 64,
+        compile: bool = False,
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        if prompt_batch_size < 1:
+            raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
+        self.device = resolve_device(device)
+        if dtype == "float16" and self.device.type != "cuda":
+            raise ValueError(f"dtype float16 needs a CUDA device, got {self.device}")
+        self.dtype = _DTYPES[dtype]
+        self.model = model.to(self.device).eval()
+        self.prompt_batch_size = prompt_batch_size
+        self._encoder = torch.compile(model.image_encoder) if compile else model.image_encoder
+        self.features: torch.Tensor | None = None  # [B, C, h, w] image embeddings
+        self._images: list[_ImageState] = []
+
+    # ------------------------------------------------------------------ images
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """(S, S) of `mask_input` and of the low-res logits (256 for the official models)."""
+        return self.model.prompt_encoder.mask_input_size
+
+    @property
+    def num_images(self) -> int:
+        return len(self._images)
+
+    def original_size(self, image_index: int = 0) -> tuple[int, int]:
+        """(H, W) of encoded image `image_index`."""
+        return self._state(image_index).original_size
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def set_image(self, image: np.ndarray | Image.Image | str | Path) -> None:
+        """Encodes one image: `uint8 [H, W, 3]` RGB array (other layouts converted), PIL image or path."""
+        self.set_images([image])
+
+    @torch.inference_mode()
+    def set_images(self, images: Sequence[np.ndarray | Image.Image | str | Path]) -> None:
+        """Encodes several images in one encoder batch; prompts then pick one with `image_index`."""
+        if len(images) == 0:
+            raise ValueError("set_images needs at least one image")
+        arrays = [load_image(image) for image in images]
+        batch, states = [], []
+        for array in arrays:
+            resized = resize_long_side(array, self.image_size)
+            states.append(_ImageState(array.shape[:2], resized.shape[:2]))
+            tensor = torch.from_numpy(np.array(resized)).to(self.device).permute(2, 0, 1).float()  # [3, h, w]
+            batch.append(self.model.preprocess(tensor[None])[0])
+        with self._autocast():
+            features = self._encoder(torch.stack(batch))
+        self.features = features.float()
+        self._images = states
+
+    def reset_image(self) -> None:
+        self.features = None
+        self._images = []
+
+    def _state(self, image_index: int) -> _ImageState:
+        if self.features is None:
+            raise RuntimeError("no image is set: call set_image(...) or set_images([...]) first")
+        if not 0 <= image_index < len(self._images):
+            raise ValueError(f"image_index {image_index} out of range for {len(self._images)} encoded image(s)")
+        return self._images[image_index]
+
+    # ----------------------------------------------------------------- prompts
+
+    def predict(
+        self,
+        points: np.ndarray | Sequence | None = None,
+        labels: np.ndarray | Sequence | None = None,
+        boxes: np.ndarray | Sequence | None = None,
+        mask_input: np.ndarray | None = None,
+        *,
+        multimask: bool = True,
+        image_index: int = 0,
+        return_masks: bool = True,
+    ) -> MaskPrediction:
+        """Predicts masks for one prompt or a batch of P prompts.
+
+        Args:
+            points: `[P, N, 2]` (x, y) original-image pixels, or `[N, 2]` for one prompt.
+            labels: `[P, N]` (or `[N]`): 1 foreground, 0 background, -1 ignored (padding to a common
+                N). Default: all foreground.
+            boxes: `[P, 4]` (or `[4]`) XYXY original-image pixels.
+            mask_input: `[P, 1, S, S]` (or `[1, S, S]`, `[S, S]`) low-res logits, e.g. a previous
+                call's `low_res_logits[:, i:i+1]`.
+            multimask: 3 masks per prompt (tokens 1..3) instead of 1 (token 0).
+            image_index: which image of `set_images` the prompts refer to.
+            return_masks: False skips upsampling (`masks` is None).
+
+        Returns:
+            `MaskPrediction` of numpy arrays: masks bool `[P, C, H, W]`, iou_scores `[P, C]`,
+            low_res_logits `[P, C, S, S]`.
+
+        Raises:
+            ValueError: no prompt, shapes that disagree, non-finite values, labels outside
+                {-1, 0, 1}, points outside the image, boxes outside the image or with x1 <= x0 or y1 <= y0.
+        """
+        points_t = labels_t = boxes_t = masks_t = None
+        if points is not None:
+            points_t = torch.as_tensor(np.asarray(points, dtype=np.float32))
+            if points_t.ndim == 2:
+                points_t = points_t[None]
+            if labels is not None:
+                labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+                if labels_t.ndim == 1 and points_t.shape[0] == 1:
+                    labels_t = labels_t[None]
+        elif labels is not None:
+            raise ValueError("labels given without points")
+        if boxes is not None:
+            boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
+            if boxes_t.ndim == 1:
+                boxes_t = boxes_t[None]
+        if mask_input is not None:
+            masks_t = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
+            while masks_t.ndim < 4:
+                masks_t = masks_t[None]
+        out = self.predict_torch(
+            points_t, labels_t, boxes_t, masks_t, multimask=multimask, image_index=image_index, return_masks=return_masks
+        )
+        return MaskPrediction(
+            masks=None if out.masks is None else out.masks.cpu().numpy(),
+            iou_scores=out.iou_scores.cpu().numpy(),
+            low_res_logits=out.low_res_logits.cpu().numpy(),
+        )
+
+    def _check_prompts(
+        self,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        state: _ImageState,
+    ) -> tuple[int, torch.Tensor | None]:
+        """Validates prompt shapes and values; returns P and the (possibly defaulted) labels."""
+        h, w = state.original_size
+        counts = {}
+        if points is not None:
+            if points.ndim != 3 or points.shape[-1] != 2:
+                raise ValueError(f"points must be [P, N, 2] (or [N, 2]), got shape {tuple(points.shape)}")
+            if points.shape[0] == 0 or points.shape[1] == 0:
+                raise ValueError(f"points is empty (shape {tuple(points.shape)})")
+            if labels is None:
+                labels = torch.ones(points.shape[:2], dtype=torch.int64, device=points.device)
+            if tuple(labels.shape) != tuple(points.shape[:2]):
+                raise ValueError(f"labels must be [P, N] = {tuple(points.shape[:2])}, got shape {tuple(labels.shape)}")
+            bad = ~torch.isin(labels, torch.tensor([-1, 0, 1], device=labels.device))
+            if bad.any():
+                raise ValueError(f"labels must be 1 (foreground), 0 (background) or -1 (ignore), got {labels[bad][0]}")
+            if not torch.isfinite(points).all():
+                raise ValueError("points contain NaN or infinite values")
+            outside = (points[..., 0] < 0) | (points[..., 0] > w) | (points[..., 1] < 0) | (points[..., 1] > h)
+            outside &= labels != -1
+            if outside.any():
+                p, n = (int(i) for i in outside.nonzero()[0])
+                x, y = points[p, n].tolist()
+                raise ValueError(f"point {n} of prompt {p} at (x={x:g}, y={y:g}) lies outside the {w}x{h} image")
+            counts["points"] = points.shape[0]
+        if boxes is not None:
+            if boxes.ndim != 2 or boxes.shape[-1] != 4:
+                raise ValueError(f"boxes must be [P, 4] (or [4]) XYXY, got shape {tuple(boxes.shape)}")
+            if boxes.shape[0] == 0:
+                raise ValueError("boxes is empty")
+            if not torch.isfinite(boxes).all():
+                raise ValueError("boxes contain NaN or infinite values")
+            degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+            outside = (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > w) | (boxes[:, 3] > h)
+            for name, bad in (("is empty (x1 <= x0 or y1 <= y0)", degenerate), (f"lies outside the {w}x{h} image", outside)):
+                if bad.any():
+                    i = int(bad.nonzero()[0])
+                    raise ValueError(f"box {i} {[round(v, 2) for v in boxes[i].tolist()]} {name}")
+            counts["boxes"] = boxes.shape[0]
+        if mask_input is not None:
+            size = self.mask_input_size
+            if mask_input.ndim != 4 or mask_input.shape[1] != 1 or tuple(mask_input.shape[2:]) != size:
+                raise ValueError(f"mask_input must be [P, 1, {size[0]}, {size[1]}], got shape {tuple(mask_input.shape)}")
+            counts["mask_input"] = mask_input.shape[0]
+        if not counts:
+            raise ValueError("no prompt given: pass points, boxes and/or mask_input")
+        if len(set(counts.values())) > 1:
+            raise ValueError(f"prompt batch sizes disagree: {counts}")
+        return next(iter(counts.values())), labels
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        *,
+        multimask: bool = True,
+        image_index: int = 0,
+        return_masks: bool = True,
+    ) -> MaskPrediction:
+        """`predict` on tensors (any device), returning tensors on the predictor's device.
+
+        Same frames and shapes as `predict`, with the batch dimension required. Prompts are decoded
+        `prompt_batch_size` at a time; upsampling is chunked to bound memory.
+        """
+        state = self._state(image_index)
+        count, labels = self._check_prompts(points, labels, boxes, mask_input, state)
+        scale = torch.tensor(
+            [state.input_size[1] / state.original_size[1], state.input_size[0] / state.original_size[0]],
+            device=self.device,
+        )
+        features = self.features[image_index : image_index + 1]
+        image_pe = self.model.prompt_encoder.get_dense_pe()
+        logits, scores = [], []
+        for start in range(0, count, self.prompt_batch_size):
+            chunk = slice(start, start + self.prompt_batch_size)
+            point_prompt = None
+            if points is not None:
+                point_prompt = (points[chunk].to(self.device).float() * scale, labels[chunk].to(self.device))
+            box_prompt = None if boxes is None else (boxes[chunk].to(self.device).float().reshape(-1, 2, 2) * scale)
+            mask_prompt = None if mask_input is None else mask_input[chunk].to(self.device).float()
+            with self._autocast():
+                sparse, dense = self.model.prompt_encoder(
+                    point_prompt, None if box_prompt is None else box_prompt.reshape(-1, 4), mask_prompt
+                )
+                low_res, iou = self.model.mask_decoder(features, image_pe, sparse, dense, multimask)
+            logits.append(low_res.float())
+            scores.append(iou.float())
+        low_res_logits = torch.cat(logits)
+        masks = self.upsample(low_res_logits, image_index, threshold=self.model.mask_threshold) if return_masks else None
+        return MaskPrediction(masks=masks, iou_scores=torch.cat(scores), low_res_logits=low_res_logits)
+
+    def upsample(
+        self, low_res_logits: torch.Tensor, image_index: int = 0, *, threshold: float | None = None
+    ) -> torch.Tensor:
+        """Low-res logits `[P, C, S, S]` -> logits `[P, C, H, W]` at image `image_index`'s original size.
+
+        Equal (to float rounding) to the official resize to the padded input, crop and resize. With
+        `threshold`, returns the bool masks `logits > threshold` (thresholded chunk by chunk, so the
+        float maps never exist all at once).
+        """
+        state = self._state(image_index)
+        h, w = state.original_size
+        flat = low_res_logits.flatten(0, 1)  # [P * C, S, S]
+        step = max(1, _UPSAMPLE_PIXELS // (h * w))
+        parts = []
+        for i in range(0, flat.shape[0], step):
+            part = upsample_logits(
+                flat[i : i + step], padded_size=self.image_size, input_size=state.input_size, original_size=(h, w)
+            )
+            parts.append(part if threshold is None else part > threshold)
+        return torch.cat(parts).reshape(*low_res_logits.shape[:2], h, w)

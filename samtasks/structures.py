@@ -1,0 +1,23 @@
+"""Dataclasses that cross layer boundaries. Field comments give dtype, [shape] and frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class MaskPrediction:
+    """SAM's answer to P prompts with C masks each (C = 3 with multimask output, else 1).
+
+    `SamPredictor.predict` fills it with numpy arrays, `predict_torch` with tensors on the
+    predictor's device.
+    """
+
+    masks: Any  # bool [P, C, H, W], original image frame; None when masks were not requested
+    iou_scores: Any  # float32 [P, C], predicted IoU of each mask
+    low_res_logits: Any  # float32 [P, C, S, S] (S = 256), the model's padded square input frame
+
+    def best(self) -> Any:
+        """Index of the highest-predicted-IoU mask of each prompt, `int64 [P]`."""
+        return self.iou_scores.argmax(-1)

@@ -1,0 +1,98 @@
+"""Shared fixtures: official reference models built from our specs, random weights saved as `.pth`."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samtasks.build import MODEL_SPECS, SamSpec
+
+
+def build_official(spec: SamSpec):
+    """The official package's model with `spec`'s architecture (random weights)."""
+    sa = pytest.importorskip("segment_anything.modeling")
+    grid = spec.embedding_size
+    return sa.Sam(
+        image_encoder=sa.ImageEncoderViT(
+            depth=spec.encoder_depth,
+            embed_dim=spec.encoder_embed_dim,
+            img_size=spec.image_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=spec.encoder_num_heads,
+            patch_size=spec.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=spec.encoder_global_attn_indexes,
+            window_size=spec.window_size,
+            out_chans=spec.prompt_embed_dim,
+        ),
+        prompt_encoder=sa.PromptEncoder(
+            embed_dim=spec.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(spec.image_size, spec.image_size),
+            mask_in_chans=spec.mask_in_chans,
+        ),
+        mask_decoder=sa.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=sa.TwoWayTransformer(
+                depth=spec.decoder_depth,
+                embedding_dim=spec.prompt_embed_dim,
+                mlp_dim=spec.decoder_mlp_dim,
+                num_heads=spec.decoder_num_heads,
+            ),
+            transformer_dim=spec.prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=spec.iou_head_hidden_dim,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Fills every parameter and buffer with seeded noise, so that no zero-initialized part (relative
+    positions, position embedding) hides a difference between implementations."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            noise = torch.randn(tensor.shape, generator=gen)
+            scale = 1.0 if "gaussian_matrix" in name else 0.2
+            if name.endswith("norm.weight") or ".norm" in name and name.endswith("weight"):
+                noise = 1.0 + 0.1 * noise
+                scale = 1.0
+            tensor.copy_(noise * scale)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_official():
+    return randomize(build_official(MODEL_SPECS["tiny"]), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_official) -> Path:
+    """The official tiny model's random weights in the official `.pth` format."""
+    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth"
+    torch.save(tiny_official.state_dict(), path)
+    return path
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth random RGB image `uint8 [h, w, 3]` (blobs, so masks are not pure noise)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.zeros((h, w, 3))
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.1, 0.4) * max(h, w)
+        image += rng.uniform(-1, 1, 3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))[..., None]
+    image = (image - image.min()) / (np.ptp(image) + 1e-9)
+    return (image * 255).astype(np.uint8)
