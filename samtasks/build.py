@@ -52,21 +52,39 @@ class SamSpec:
 
 MODEL_SPECS: dict[str, SamSpec] = {
     "vit_b": SamSpec(
-        768, 12, 12, (2, 5, 8, 11),
+        768,
+        12,
+        12,
+        (2, 5, 8, 11),
         checkpoint=CheckpointInfo(_URL + "sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8"),
     ),
     "vit_l": SamSpec(
-        1024, 24, 16, (5, 11, 17, 23),
+        1024,
+        24,
+        16,
+        (5, 11, 17, 23),
         checkpoint=CheckpointInfo(_URL + "sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
     ),
     "vit_h": SamSpec(
-        1280, 32, 16, (7, 15, 23, 31),
+        1280,
+        32,
+        16,
+        (7, 15, 23, 31),
         checkpoint=CheckpointInfo(_URL + "sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
     ),
     # Tests only: random weights, 128 px input, an 8x8 grid whose 3x3 windows need padding.
     "tiny": SamSpec(
-        32, 2, 2, (1,), image_size=128, window_size=3, prompt_embed_dim=32, decoder_num_heads=2,
-        decoder_mlp_dim=64, iou_head_hidden_dim=32, mask_in_chans=8,
+        32,
+        2,
+        2,
+        (1,),
+        image_size=128,
+        window_size=3,
+        prompt_embed_dim=32,
+        decoder_num_heads=2,
+        decoder_mlp_dim=64,
+        iou_head_hidden_dim=32,
+        mask_in_chans=8,
     ),
 }
 
@@ -134,7 +152,11 @@ def load_weights(model: Sam, state_dict: dict[str, torch.Tensor], *, spec_name: 
         guess = _guess_spec(state_dict)
         if guess and guess != spec_name:
             parts.append(f"it looks like a {guess!r} checkpoint")
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong_shape)):
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", wrong_shape),
+        ):
             if keys:
                 shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")

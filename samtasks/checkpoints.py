@@ -73,6 +73,7 @@ def download(url: str, dest: Path, *, md5: str | None = None, progress: bool = T
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise CheckpointError(
             f"could not download {url} ({getattr(err, 'reason', err)}); fetch it by hand and put it at {dest}"
+            ", or pass a local checkpoint path"
         ) from err
     finally:
         tmp.unlink(missing_ok=True)

@@ -197,7 +197,13 @@ class SamPredictor:
             while masks_t.ndim < 4:
                 masks_t = masks_t[None]
         out = self.predict_torch(
-            points_t, labels_t, boxes_t, masks_t, multimask=multimask, image_index=image_index, return_masks=return_masks
+            points_t,
+            labels_t,
+            boxes_t,
+            masks_t,
+            multimask=multimask,
+            image_index=image_index,
+            return_masks=return_masks,
         )
         return MaskPrediction(
             masks=None if out.masks is None else out.masks.cpu().numpy(),
@@ -246,7 +252,10 @@ class SamPredictor:
                 raise ValueError("boxes contain NaN or infinite values")
             degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
             outside = (boxes[:, :2] < 0).any(1) | (boxes[:, 2] > w) | (boxes[:, 3] > h)
-            for name, bad in (("is empty (x1 <= x0 or y1 <= y0)", degenerate), (f"lies outside the {w}x{h} image", outside)):
+            for name, bad in (
+                ("is empty (x1 <= x0 or y1 <= y0)", degenerate),
+                (f"lies outside the {w}x{h} image", outside),
+            ):
                 if bad.any():
                     i = int(bad.nonzero()[0])
                     raise ValueError(f"box {i} {[round(v, 2) for v in boxes[i].tolist()]} {name}")
@@ -254,7 +263,9 @@ class SamPredictor:
         if mask_input is not None:
             size = self.mask_input_size
             if mask_input.ndim != 4 or mask_input.shape[1] != 1 or tuple(mask_input.shape[2:]) != size:
-                raise ValueError(f"mask_input must be [P, 1, {size[0]}, {size[1]}], got shape {tuple(mask_input.shape)}")
+                raise ValueError(
+                    f"mask_input must be [P, 1, {size[0]}, {size[1]}], got shape {tuple(mask_input.shape)}"
+                )
             counts["mask_input"] = mask_input.shape[0]
         if not counts:
             raise ValueError("no prompt given: pass points, boxes and/or mask_input")
@@ -303,7 +314,9 @@ class SamPredictor:
             logits.append(low_res.float())
             scores.append(iou.float())
         low_res_logits = torch.cat(logits)
-        masks = self.upsample(low_res_logits, image_index, threshold=self.model.mask_threshold) if return_masks else None
+        masks = (
+            self.upsample(low_res_logits, image_index, threshold=self.model.mask_threshold) if return_masks else None
+        )
         return MaskPrediction(masks=masks, iou_scores=torch.cat(scores), low_res_logits=low_res_logits)
 
     def upsample(

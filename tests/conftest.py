@@ -55,17 +55,23 @@ def build_official(spec: SamSpec):
 
 
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Fills every parameter and buffer with seeded noise, so that no zero-initialized part (relative
-    positions, position embedding) hides a difference between implementations."""
+    """Fills every parameter and buffer with seeded noise at a fan-in scale, so that no zero-initialized
+    part (relative positions, position embedding) hides a difference and masks are neither all-on nor
+    all-off."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             noise = torch.randn(tensor.shape, generator=gen)
-            scale = 1.0 if "gaussian_matrix" in name else 0.2
-            if name.endswith("norm.weight") or ".norm" in name and name.endswith("weight"):
-                noise = 1.0 + 0.1 * noise
-                scale = 1.0
-            tensor.copy_(noise * scale)
+            if "gaussian_matrix" in name:
+                tensor.copy_(noise)
+            elif tensor.ndim >= 2:
+                transposed = "output_upscaling" in name  # ConvTranspose2d weights are [in, out, k, k]
+                fan_in = tensor.shape[0] * tensor[0, 0].numel() if transposed else tensor[0].numel()
+                tensor.copy_(noise / fan_in**0.5)
+            elif name.endswith("bias"):
+                tensor.copy_(0.1 * noise)
+            else:  # norm weights
+                tensor.copy_(1.0 + 0.1 * noise)
     return model
 
 

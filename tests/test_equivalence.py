@@ -92,9 +92,8 @@ def test_image_embedding_matches_official(pair):
     np.testing.assert_allclose(ours.features.numpy(), official.features.numpy(), atol=TOL, rtol=0)
 
 
-@pytest.mark.slow
 def test_vit_b_matches_official(tmp_path):
-    """Full-size ViT-B (about a minute on CPU): the encoder at 1024 px and a few prompts."""
+    """Full-size ViT-B (about 30 s on CPU): the encoder at 1024 px and a few prompts."""
     official = randomize(build_official(MODEL_SPECS["vit_b"]), seed=3)
     path = tmp_path / "vit_b.pth"
     torch.save(official.state_dict(), path)

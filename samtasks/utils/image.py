@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 
-
 class ImageReadError(ValueError):
     """An image file cannot be read or decoded."""
 

@@ -1,0 +1,161 @@
+"""The `samtasks` command line: thin argparse subcommands over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from samtasks import __version__
+from samtasks.build import MODEL_SPECS, build_sam
+from samtasks.checkpoints import CheckpointError, cached_path
+from samtasks.utils.image import ImageReadError
+
+logger = logging.getLogger("samtasks")
+
+
+class UsageError(ValueError):
+    """A command-line argument is malformed; the message names it."""
+
+
+def _floats(text: str, count: int, name: str) -> list[float]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise UsageError(f"{name} expects {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sam", default="vit_b", choices=sorted(MODEL_SPECS), help="SAM model (default vit_b)")
+    parser.add_argument("--sam-checkpoint", help="local .pth file (default: the official one, downloaded once)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def _predictor(args: argparse.Namespace):
+    from samtasks.predictor import SamPredictor
+
+    model = build_sam(args.sam, args.sam_checkpoint)
+    return SamPredictor(model, device=args.device, dtype=args.dtype)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = [("name", "encoder (width/depth/heads)", "input", "checkpoint", "cached")]
+    for name, spec in MODEL_SPECS.items():
+        arch = f"{spec.encoder_embed_dim}/{spec.encoder_depth}/{spec.encoder_num_heads}"
+        if spec.checkpoint is None:
+            rows.append((name, arch, str(spec.image_size), "(random weights, tests only)", "-"))
+        else:
+            path = cached_path(spec.checkpoint)
+            rows.append((name, arch, str(spec.image_size), spec.checkpoint.url, str(path) if path.is_file() else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_point(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from samtasks.utils.image import load_image
+    from samtasks.utils.viz import draw_overlay
+
+    points = [_floats(p, 2, "--point") for p in args.point]
+    labels = args.label if args.label else [1] * len(points)
+    if len(labels) != len(points):
+        raise UsageError(f"--label given {len(labels)} times for {len(points)} --point")
+    box = _floats(args.box, 4, "--box") if args.box else None
+    if not points and box is None:
+        raise UsageError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+
+    image = load_image(args.image)
+    predictor = _predictor(args)
+    predictor.set_image(image)
+    pred = predictor.predict(
+        points=[points] if points else None,
+        labels=[labels] if points else None,
+        boxes=[box] if box else None,
+        multimask=not args.single,
+    )
+    best = int(pred.best()[0])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    mask = pred.masks[0, best]
+    Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{stem}_mask.png")
+    overlay = draw_overlay(
+        image,
+        mask[None],
+        boxes=np.asarray([box]) if box else None,
+        points=np.asarray(points) if points else None,
+        point_labels=np.asarray(labels),
+    )
+    overlay.save(out / f"{stem}_overlay.png")
+    record = {
+        "image": str(args.image),
+        "size": list(image.shape[:2]),
+        "model": args.sam,
+        "prompt": {"points": points, "labels": labels, "box": box},
+        "chosen": best,
+        "masks": [
+            {
+                "index": i,
+                "predicted_iou": float(pred.iou_scores[0, i]),
+                "area": int(pred.masks[0, i].sum()),
+            }
+            for i in range(pred.masks.shape[1])
+        ],
+    }
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    logger.info("wrote %s_mask.png, %s_overlay.png and %s.json to %s", stem, stem, stem, out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samtasks", description="Zero-shot tasks with Segment Anything.")
+    parser.add_argument("--version", action="version", version=f"samtasks {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list SAM models, their checkpoints and whether they are cached")
+    models.set_defaults(func=cmd_models)
+
+    point = sub.add_parser("point", help="segment the object at a point (and/or in a box)")
+    point.add_argument("image", help="image file")
+    point.add_argument("--point", action="append", default=[], metavar="X,Y", help="click in pixels (repeatable)")
+    point.add_argument("--label", action="append", type=int, choices=[0, 1], help="1 fg / 0 bg per --point")
+    point.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box prompt in pixels")
+    point.add_argument("--single", action="store_true", help="single-mask output instead of the best of 3")
+    point.add_argument("--out", default="out", help="output folder (default ./out)")
+    _add_model_args(point)
+    point.set_defaults(func=cmd_point)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the exit status (0 ok, 1 failure, 2 bad usage)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"samtasks {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (CheckpointError, ImageReadError, ValueError) as err:
+        print(f"samtasks {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

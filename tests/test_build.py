@@ -1,0 +1,151 @@
+"""Specs against the official constructors, strict loading, and checkpoint download."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from samtasks import CheckpointError, build_sam
+from samtasks.build import MODEL_SPECS, build_model
+from samtasks.checkpoints import CheckpointInfo, download
+
+from .conftest import build_official
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h", "tiny"])
+def test_manifest_equals_official(name):
+    spec = MODEL_SPECS[name]
+    with torch.device("meta"):
+        ours = build_model(spec).state_dict()
+        official = build_official(spec).state_dict()
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in official.items()}
+
+
+def test_tiny_builds_random_without_checkpoint():
+    model = build_sam("tiny")
+    assert not model.training
+    assert model.image_encoder.img_size == 128
+
+
+def test_unknown_spec_names_choices():
+    with pytest.raises(ValueError, match="vit_b, vit_l, vit_h, tiny"):
+        build_sam("vit_x")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_sam("tiny", tmp_path / "nope.pth")
+
+
+def test_truncated_file(tmp_path, tiny_checkpoint):
+    data = tiny_checkpoint.read_bytes()
+    bad = tmp_path / "cut.pth"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*cut\.pth"):
+        build_sam("tiny", bad)
+
+
+def test_foreign_file(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="not a SAM state dict"):
+        build_sam("tiny", path)
+
+
+def test_strict_mismatch_names_keys(tmp_path, tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    state.pop("mask_decoder.iou_token.weight")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "edited.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        build_sam("tiny", path)
+    message = str(err.value)
+    assert "'tiny'" in message and "mask_decoder.iou_token.weight" in message and "extra.weight" in message
+
+
+def test_wrong_spec_is_recognized(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="looks like a 'tiny' checkpoint") as err:
+        build_sam("vit_b", tiny_checkpoint)
+    assert "shape mismatch" in str(err.value) or "missing keys" in str(err.value)
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """A loopback HTTP server over `tmp_path / 'www'`; `truncate` makes it cut bodies in half."""
+    root = tmp_path / "www"
+    root.mkdir()
+    state = {"truncate": False}
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+        def copyfile(self, source, outputfile):
+            data = source.read()
+            outputfile.write(data[: len(data) // 2] if state["truncate"] else data)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root, state
+    httpd.shutdown()
+
+
+def test_download_registry_checkpoint(server, tiny_checkpoint, tmp_path, monkeypatch):
+    url, root, _ = server
+    (root / "sam_tiny_test.pth").write_bytes(tiny_checkpoint.read_bytes())
+    md5 = hashlib.md5(tiny_checkpoint.read_bytes()).hexdigest()
+    home = tmp_path / "home"
+    monkeypatch.setenv("SAMTASKS_HOME", str(home))
+    info = CheckpointInfo(f"{url}/sam_tiny_test.pth", md5)
+    monkeypatch.setitem(MODEL_SPECS, "tiny", dataclasses.replace(MODEL_SPECS["tiny"], checkpoint=info))
+    model = build_sam("tiny", progress=False)
+    assert (home / "sam_tiny_test.pth").is_file()
+    reference = torch.load(tiny_checkpoint, weights_only=True)
+    assert torch.equal(model.state_dict()["mask_decoder.iou_token.weight"], reference["mask_decoder.iou_token.weight"])
+    assert sorted(p.name for p in home.iterdir()) == ["sam_tiny_test.pth"]  # no temporary file left
+    (root / "sam_tiny_test.pth").unlink()
+    build_sam("tiny", progress=False)  # cached: no second download
+
+
+def test_download_digest_mismatch_leaves_nothing(server, tmp_path):
+    url, root, _ = server
+    (root / "w.pth").write_bytes(b"x" * 1000)
+    dest = tmp_path / "cache" / "w.pth"
+    with pytest.raises(CheckpointError, match="MD5"):
+        download(f"{url}/w.pth", dest, md5="0" * 32, progress=False)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_interrupted_download_leaves_nothing(server, tmp_path):
+    url, root, state = server
+    (root / "w.pth").write_bytes(b"x" * 100_000)
+    state["truncate"] = True
+    dest = tmp_path / "cache" / "w.pth"
+    with pytest.raises(CheckpointError, match="w.pth"):
+        download(f"{url}/w.pth", dest, progress=False, timeout=5)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_unreachable_url_names_url_and_destination(tmp_path):
+    dest = tmp_path / "cache" / "sam.pth"
+    with pytest.raises(CheckpointError) as err:
+        download("http://127.0.0.1:9/sam.pth", dest, progress=False, timeout=5)
+    assert "http://127.0.0.1:9/sam.pth" in str(err.value) and str(dest) in str(err.value)
+
+
+def test_local_path_is_loaded(tiny_checkpoint):
+    model = build_sam("tiny", Path(tiny_checkpoint))
+    reference = torch.load(tiny_checkpoint, weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reference[key]), key

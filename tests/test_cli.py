@@ -1,0 +1,91 @@
+"""The CLI called through `main(argv)`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import samtasks
+from samtasks.cli import main
+
+from .conftest import random_image
+
+
+@pytest.fixture()
+def image_file(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(random_image(np.random.default_rng(0), 60, 80)).save(path)
+    return path
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert samtasks.__version__ in capsys.readouterr().out
+
+
+def test_models_lists_specs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMTASKS_HOME", str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "sam_vit_h_4b8939.pth" in out and "tiny" in out
+
+
+def test_point_writes_outputs(image_file, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    argv = ["point", str(image_file), "--point", "40,30", "--point", "5,5", "--label", "1", "--label", "0"]
+    argv += ["--box", "10,10,70,50", "--sam", "tiny", "--sam-checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "photo.json").read_text())
+    assert len(record["masks"]) == 3 and record["chosen"] in (0, 1, 2)
+    best = max(record["masks"], key=lambda m: m["predicted_iou"])
+    assert best["index"] == record["chosen"]
+    mask = np.asarray(Image.open(out / "photo_mask.png"))
+    assert mask.shape == (60, 80) and set(np.unique(mask)) <= {0, 255}
+    assert int((mask > 0).sum()) == best["area"]
+    assert Image.open(out / "photo_overlay.png").size == (80, 60)
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--point", "400,30"], 1, "outside the 80x60 image"),
+        (["--point", "4"], 2, "--point expects 2"),
+        ([], 2, "at least one --point"),
+        (["--point", "1,1", "--label", "1", "--label", "0"], 2, "--label given 2 times"),
+    ],
+)
+def test_point_bad_arguments(image_file, tmp_path, capsys, extra, code, message):
+    assert main(["point", str(image_file), "--sam", "tiny", "--out", str(tmp_path), *extra]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_point_missing_image_and_offline_download(tmp_path, capsys, monkeypatch):
+    assert main(["point", str(tmp_path / "nope.jpg"), "--point", "1,1", "--sam", "tiny"]) == 1
+    assert "nope.jpg does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("SAMTASKS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("urllib.request.urlopen", _offline)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    assert main(["point", str(image), "--point", "1,1", "--sam", "vit_b"]) == 1
+    err = capsys.readouterr().err
+    assert "sam_vit_b_01ec64.pth" in err and str(tmp_path / "home") in err and "Traceback" not in err
+
+
+def _offline(*args, **kwargs):
+    import urllib.error
+
+    raise urllib.error.URLError("network unreachable")
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, samtasks; bad = {'ultralytics', 'open_clip', 'lvis', 'cv2'} & set(sys.modules); print(bad)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "set()"
