@@ -32,11 +32,17 @@ def _relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
     return table[index]
 
 
+# Query chunks are sized so that one chunk's attention bias holds at most this many elements; the
+# bias of a 64x64 global attention would otherwise take 4096^2 floats per head at once.
+_BIAS_ELEMENTS = 1 << 22
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with SAM's decomposed relative-position bias.
 
     The bias for query (qh, qw) and key (kh, kw) is `q . Rh[qh - kh] + q . Rw[qw - kw]` with the
-    unscaled query; it enters `scaled_dot_product_attention` as the additive mask.
+    unscaled query; it enters `scaled_dot_product_attention` as the additive mask, built for one
+    chunk of query rows at a time.
     """
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool, input_size: tuple[int, int]) -> None:
@@ -49,32 +55,45 @@ class Attention(nn.Module):
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        n = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, n, c // n).permute(2, 0, 3, 1, 4)  # [3, B, n, HW, d]
-        q, k, v = qkv.unbind(0)
+        """`[B, h, w, C]` -> `[B, h, w, C]`."""
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention core on projected tokens: `[B, h, w, 3C]` -> `[B, h, w, C]` (before `proj`)."""
+        b, h, w, c3 = qkv.shape
+        n, d = self.num_heads, c3 // 3 // self.num_heads
+        q, k, v = qkv.reshape(b, h * w, 3, n, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, n, hw, d]
         rh = _relative_position_table(h, self.rel_pos_h).to(q.dtype)  # [h, h, d]
         rw = _relative_position_table(w, self.rel_pos_w).to(q.dtype)  # [w, w, d]
-        q_grid = q.reshape(b, n, h, w, -1)
+        q_grid = q.reshape(b, n, h, w, d)
         bias_h = torch.einsum("bnhwd,hkd->bnhwk", q_grid, rh)  # [B, n, h, w, kh]
         bias_w = torch.einsum("bnhwd,wkd->bnhwk", q_grid, rw)  # [B, n, h, w, kw]
-        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, n, h * w, h * w)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, n, HW, d]
-        x = x.transpose(1, 2).reshape(b, h, w, c)
-        return self.proj(x)
+        out = q.new_empty(b, n, h * w, d)
+        rows = max(1, _BIAS_ELEMENTS // (b * n * w * h * w))
+        for r0 in range(0, h, rows):
+            r = min(rows, h - r0)
+            bias = q.new_empty(b, n, r, w, h, w)
+            torch.add(bias_h[:, :, r0 : r0 + r, :, :, None], bias_w[:, :, r0 : r0 + r, :, None, :], out=bias)
+            queries = slice(r0 * w, (r0 + r) * w)
+            out[:, :, queries] = F.scaled_dot_product_attention(
+                q[:, :, queries], k, v, attn_mask=bias.view(b, n, r * w, h * w)
+            )
+        return out.transpose(1, 2).reshape(b, h, w, n * d)
 
 
-def _to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pads `[B, H, W, C]` to multiples of `size` and cuts it into `[B * nW, size, size, C]`.
+def _to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pads `[B, H, W, C]` to multiples of `size` and cuts it into `[B * nW, size, size, C]`.
 
-    The padded tokens stay in the windows as keys (they are zeros after the norm), exactly as in
-    the official model; masking them out would change its outputs.
+    The official model pads the normed tokens with zeros before the qkv projection, and the padded
+    tokens stay in the windows as keys; masking them out would change its outputs. Projecting
+    first and padding with the projection of zero (`fill`, the qkv bias) gives the same values.
     """
     b, h, w, c = x.shape
-    pad_h, pad_w = -h % size, -w % size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
+    hp, wp = h + (-h % size), w + (-w % size)
+    if (hp, wp) != (h, w):
+        padded = x.new_zeros(b, hp, wp, c) if fill is None else fill.to(x.dtype).expand(b, hp, wp, c).clone()
+        padded[:, :h, :w] = x
+        x = padded
     x = x.reshape(b, hp // size, size, wp // size, size, c).transpose(2, 3)  # [B, nh, nw, s, s, C]
     return x.reshape(-1, size, size, c), (hp, wp)
 
@@ -110,14 +129,15 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm1(x)
+        # qkv and proj run on the real tokens only; the window padding is added between them.
+        qkv = self.attn.qkv(self.norm1(x))  # [B, H, W, 3C]
         if self.window_size > 0:
             hw = (x.shape[1], x.shape[2])
-            y, padded = _to_windows(y, self.window_size)
-            y = _from_windows(self.attn(y), self.window_size, padded, hw)
+            windows, padded = _to_windows(qkv, self.window_size, fill=self.attn.qkv.bias)
+            y = _from_windows(self.attn.attend(windows), self.window_size, padded, hw)
         else:
-            y = self.attn(y)
-        x = x + y
+            y = self.attn.attend(qkv)
+        x = x + self.attn.proj(y)
         return x + self.mlp(self.norm2(x))
 
 

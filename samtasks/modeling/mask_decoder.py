@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, LayerNorm2d
@@ -62,13 +63,45 @@ class MaskDecoder(nn.Module):
             src = image_embeddings + dense_prompt_embeddings[:1]
         else:
             src = image_embeddings + dense_prompt_embeddings
-        hs, src = self.transformer(src, image_pe, tokens)
-        if src.shape[0] != p:
-            src = src.expand(p, -1, -1)
-        b, c, h, w = p, image_embeddings.shape[1], image_embeddings.shape[2], image_embeddings.shape[3]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # [P, C/8, 4h, 4w]
+        hs, src = self.transformer(src, image_pe, tokens)  # [P, T, C], [P, hw, C]
         chosen = range(1, self.num_mask_tokens) if multimask_output else range(0, 1)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in chosen], dim=1)
-        masks = (hyper_in @ upscaled.flatten(2)).reshape(b, len(chosen), 4 * h, 4 * w)
+        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:])
         iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
         return masks, iou_pred
+
+    def _upscale_and_project(self, src: torch.Tensor, hyper_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """`output_upscaling` and the hypernetwork product, computed on tokens.
+
+        A 2x2 stride-2 transposed convolution maps each token to a 2x2 block independently, so it is
+        one matrix product on the `[P, hw, C]` tokens; the norm and the activations are per pixel;
+        and the final product with `hyper_in` contracts channels, so no `[P, C, 4h, 4w]` NCHW
+        tensor is ever laid out. Same result as the module applied to the image layout.
+
+        Args:
+            src: `[P, hw, C]` image tokens from the transformer.
+            hyper_in: `[P, M, C/8]` per-mask weights.
+            grid: (h, w).
+
+        Returns:
+            Mask logits `[P, M, 4h, 4w]`.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        h, w = grid
+        p, m = hyper_in.shape[:2]
+
+        def transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+            """`[P, N, Cin]` -> `[P, N, 2, 2, Cout]` (each token's 2x2 output block)."""
+            weight = conv.weight.permute(0, 2, 3, 1).flatten(1)  # [Cin, (i, j, Cout)]
+            y = torch.addmm(conv.bias.repeat(4), x.flatten(0, 1), weight) if x.dtype == weight.dtype else None
+            if y is None:  # autocast: let matmul pick the dtype
+                y = x.flatten(0, 1) @ weight + conv.bias.repeat(4)
+            return y.reshape(x.shape[0], x.shape[1], 2, 2, -1)
+
+        y = transposed_conv(src, up1)  # [P, hw, 2, 2, C/4]
+        y = y.reshape(p, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(p, 4 * h * w, -1)  # [P, 2h*2w, C/4]
+        y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
+        z = act2(transposed_conv(y, up2))  # [P, 4hw, 2, 2, C/8], rows (2h, 2w) row-major
+        masks = z.reshape(p, -1, z.shape[-1]) @ hyper_in.transpose(1, 2).to(z.dtype)  # [P, 16hw, M]
+        masks = masks.reshape(p, 2 * h, 2 * w, 2, 2, m).permute(0, 5, 1, 3, 2, 4)  # [P, M, 2h, i, 2w, j]
+        return masks.reshape(p, m, 4 * h, 4 * w)

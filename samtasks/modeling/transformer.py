@@ -8,6 +8,7 @@ and broadcast, so the image-side projections of the first layer run once instead
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLPBlock
@@ -36,8 +37,7 @@ class Attention(nn.Module):
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
-        attn = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
-        out = attn.softmax(dim=-1) @ v  # [B, heads, Nq, d]
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, Nq, d]
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 

@@ -1,0 +1,180 @@
+"""Core speed against the official `segment-anything` package, same weights, same image, one run.
+
+(a) image encoder seconds per image; (b) 64 point prompts decoded and postprocessed to the original
+size in one call. Outputs are checked equal before any time is reported. Random weights (the official
+constructor's initialization, seeded) stand in for the checkpoint: speed does not depend on values.
+
+    python benchmarks/speed_core.py [--model vit_b] [--device cpu] [--dtype float32] [--repeats 3]
+
+Writes benchmarks/results/speed_core_<device>_<model>_<dtype>.json and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samtasks import SamPredictor, build_sam
+from samtasks.build import MODEL_SPECS
+
+
+def encoder_gflop(name: str) -> float:
+    """Multiply-accumulates x 2 of the image encoder at its input size (linear layers, attention,
+    patch embedding, neck), counting the window padding the model computes."""
+    spec = MODEL_SPECS[name]
+    c, grid, ws = spec.encoder_embed_dim, spec.embedding_size, spec.window_size
+    tokens = grid * grid
+    padded = (grid + (-grid % ws)) ** 2
+    flops = 2 * tokens * 3 * 16 * 16 * c  # patch embedding
+    for i in range(spec.encoder_depth):
+        window = i not in spec.encoder_global_attn_indexes
+        keys = ws * ws if window else tokens
+        queries = padded if window else tokens
+        flops += 2 * (queries * 4 * c * c + tokens * 8 * c * c)  # qkv + proj, mlp
+        flops += 2 * queries * keys * c * 2  # q k^T and attn v
+        flops += 2 * queries * keys * 2 * grid  # relative-position bias terms (small)
+    out = spec.prompt_embed_dim
+    flops += 2 * tokens * (c * out + 9 * out * out)  # neck
+    return flops / 1e9
+
+
+def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
+    a = torch.randn(4096, 4096, device=device)
+    b = torch.randn(4096, 4096, device=device)
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * 4096**3 / best / 1e9
+
+
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def best_of(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up
+    return min(_timed(fn, device) for _ in range(repeats))
+
+
+def load_image() -> tuple[np.ndarray, str]:
+    try:
+        from ultralytics.utils import ASSETS
+
+        from samtasks.utils.image import load_image as read
+
+        return read(ASSETS / "bus.jpg"), "ultralytics bus.jpg"
+    except ImportError:
+        from skimage import data
+
+        return data.astronaut(), "skimage astronaut"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+
+    from segment_anything import SamPredictor as OfficialPredictor
+    from segment_anything import sam_model_registry
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    official_model = sam_model_registry[args.model]()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pth"
+        torch.save(official_model.state_dict(), path)
+        ours_model = build_sam(args.model, path)
+    official_model.to(device).eval()
+    image, image_name = load_image()
+    h, w = image.shape[:2]
+
+    official = OfficialPredictor(official_model)
+    ours = SamPredictor(ours_model, device=device, dtype=args.dtype)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if args.dtype == "bfloat16"
+        else torch.autocast("cpu", enabled=False)
+    )
+
+    def run_official_encoder():
+        with autocast:
+            official.set_image(image)
+
+    t_enc_official = best_of(run_official_encoder, device, args.repeats)
+    t_enc_ours = best_of(lambda: ours.set_image(image), device, args.repeats)
+    enc_diff = (ours.features.float() - official.features.float()).abs().max().item()
+
+    # (b) 64 single-point prompts on an 8 x 8 grid, multimask, masks at the original size.
+    xs = (np.arange(8) + 0.5) / 8 * w
+    ys = (np.arange(8) + 0.5) / 8 * h
+    points = np.stack(np.meshgrid(xs, ys), -1).reshape(64, 1, 2).astype(np.float32)
+    labels = np.ones((64, 1), np.int64)
+    coords = torch.as_tensor(official.transform.apply_coords(points, (h, w)), device=device)
+    labels_t = torch.as_tensor(labels, device=device)
+
+    def run_official_decoder():
+        with torch.inference_mode(), autocast:
+            return official.predict_torch(coords, labels_t, multimask_output=True, return_logits=True)
+
+    points_t = torch.as_tensor(points, device=device)
+    ours.prompt_batch_size = 64
+
+    t_dec_official = best_of(lambda: run_official_decoder()[0] > 0, device, args.repeats)
+    t_dec_ours = best_of(lambda: ours.predict_torch(points_t, labels_t), device, args.repeats)
+    ref_logits, ref_iou, ref_low = run_official_decoder()
+    out = ours.predict_torch(points_t, labels_t)
+    low_diff = (out.low_res_logits - ref_low.float()).abs().max().item()
+    iou_diff = (out.iou_scores - ref_iou.float()).abs().max().item()
+    confident = ref_logits.float().abs() >= 1e-3
+    mask_mismatch = int((out.masks != (ref_logits > 0))[confident].sum())
+
+    tol = 1e-4 if args.dtype == "float32" else 5e-2
+    checks = {"encoder": enc_diff <= tol, "low_res_logits": low_diff <= tol, "iou": iou_diff <= tol}
+    checks["masks"] = mask_mismatch == 0 if args.dtype == "float32" else True
+    result = {
+        "model": args.model,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "image": f"{image_name} {w}x{h}",
+        "encoder_s": {"official": t_enc_official, "ours": t_enc_ours, "ratio": t_enc_official / t_enc_ours},
+        "decode_64_points_s": {"official": t_dec_official, "ours": t_dec_ours, "ratio": t_dec_official / t_dec_ours},
+        "max_abs_diff": {"features": enc_diff, "low_res_logits": low_diff, "iou": iou_diff},
+        "confident_mask_pixels_differing": mask_mismatch,
+        "outputs_equal": all(checks.values()),
+    }
+    if device.type == "cpu":
+        rate = matmul_gflops(device)
+        gflop = encoder_gflop(args.model)
+        result["matmul_gflops"] = rate
+        result["encoder_gflop"] = gflop
+        result["encoder_bound_s"] = gflop / rate
+        result["encoder_ours_over_bound"] = t_enc_ours / (gflop / rate)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"speed_core_{device.type}_{args.model}_{args.dtype}.json"
+    out_path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    if not result["outputs_equal"]:
+        raise SystemExit(f"outputs differ: {checks}")
+
+
+if __name__ == "__main__":
+    main()
