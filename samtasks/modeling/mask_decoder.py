@@ -93,9 +93,7 @@ class MaskDecoder(nn.Module):
         def transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
             """`[P, N, Cin]` -> `[P, N, 2, 2, Cout]` (each token's 2x2 output block)."""
             weight = conv.weight.permute(0, 2, 3, 1).flatten(1)  # [Cin, (i, j, Cout)]
-            y = torch.addmm(conv.bias.repeat(4), x.flatten(0, 1), weight) if x.dtype == weight.dtype else None
-            if y is None:  # autocast: let matmul pick the dtype
-                y = x.flatten(0, 1) @ weight + conv.bias.repeat(4)
+            y = torch.addmm(conv.bias.repeat(4), x.flatten(0, 1), weight)  # autocast-aware
             return y.reshape(x.shape[0], x.shape[1], 2, 2, -1)
 
         y = transposed_conv(src, up1)  # [P, hw, 2, 2, C/4]
