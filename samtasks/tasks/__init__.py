@@ -1,0 +1,1 @@
+"""Task adapters: each turns a task into prompts for `SamPredictor` and returns a dataclass."""

@@ -1,0 +1,343 @@
+"""Automatic mask generation: a point grid over the image (and zoomed crops) prompts SAM, the
+masks are filtered and de-duplicated (PAPER.md section 1).
+
+Unlike the official generator this one can keep each mask's low-res logits (`keep_logits`), which
+the edge adapter needs, and it can apply the paper's rules where the official code differs (the
+95%-of-image filter; dropping masks whose every island is small).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from samtasks.predictor import SamPredictor
+from samtasks.utils.image import load_image
+from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions
+
+
+@dataclass(frozen=True)
+class AmgSettings:
+    """Knobs of the generator, named like the official `SamAutomaticMaskGenerator`'s."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88  # keep a mask if predicted IoU > this (0 disables)
+    stability_score_thresh: float = 0.95  # keep if stability >= this (0 disables)
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    crop_edge_tolerance: float = 20.0  # px: a box this close to an inner crop edge is dropped
+    min_mask_region_area: int = 0  # clean-up of holes and islands smaller than this (0 disables)
+    cleanup_rule: str = "official"  # "paper": drop a mask whose islands are all small; "official": keep the largest
+    max_area_fraction: float | None = None  # drop masks covering >= this fraction of the image (paper: 0.95)
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1 or self.points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be >= 1")
+        if self.cleanup_rule not in ("paper", "official"):
+            raise ValueError(f"cleanup_rule must be 'paper' or 'official', got {self.cleanup_rule!r}")
+
+
+PRESETS: dict[str, AmgSettings] = {
+    # The official package's defaults.
+    "official": AmgSettings(),
+    # The paper's SA-1B setting (Appendix B).
+    "sa1b": AmgSettings(
+        crop_n_layers=2,
+        crop_n_points_downscale_factor=2,
+        min_mask_region_area=100,
+        cleanup_rule="paper",
+        max_area_fraction=0.95,
+    ),
+    # Object proposals on LVIS (section 7.3): 64x64, no crops, no filtering, NMS 0.9.
+    "proposals-lvis": AmgSettings(
+        points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
+    ),
+    # Edge detection on BSDS500 (section 7.2, steps 1-2): 16x16, no filtering, NMS 0.7.
+    "edges-bsds": AmgSettings(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+}
+
+
+@dataclass
+class GeneratedMasks:
+    """K masks of one image, in the order the generator ranks them."""
+
+    image_size: tuple[int, int]  # (H, W)
+    rles: list[dict] = field(default_factory=list)  # COCO compressed RLE, original image frame
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [K, 4] XYXY, inclusive max
+    predicted_iou: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]
+    stability_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # [K, 2] (x, y) prompt
+    crop_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))  # [K, 4] XYXY
+    low_res_logits: np.ndarray | None = None  # float32 [K, S, S] in the crop's padded model frame
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def masks(self) -> np.ndarray:
+        """All masks decoded, `bool [K, H, W]`."""
+        if not self.rles:
+            return np.zeros((0, *self.image_size), bool)
+        return np.stack([decode_rle(r) for r in self.rles])
+
+    @property
+    def areas(self) -> np.ndarray:
+        """`int64 [K]` mask areas in pixels."""
+        from pycocotools import mask as mask_utils
+
+        return np.array([int(mask_utils.area({**r, "counts": r["counts"].encode()})) for r in self.rles], np.int64)
+
+    def records(self) -> list[dict]:
+        """SA-1B style records: segmentation (RLE), bbox and crop_box XYWH, area, predicted_iou,
+        point_coords, stability_score."""
+        areas = self.areas
+        out = []
+        for i, rle in enumerate(self.rles):
+            x0, y0, x1, y1 = self.boxes[i].tolist()
+            cx0, cy0, cx1, cy1 = self.crop_boxes[i].tolist()
+            out.append(
+                {
+                    "segmentation": rle,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(areas[i]),
+                    "predicted_iou": float(self.predicted_iou[i]),
+                    "point_coords": [self.points[i].tolist()],
+                    "stability_score": float(self.stability_score[i]),
+                    "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
+                }
+            )
+        return out
+
+    def select(self, keep: np.ndarray) -> GeneratedMasks:
+        """The masks at indices `keep`, in that order."""
+        keep = np.asarray(keep, dtype=np.int64)
+        return GeneratedMasks(
+            image_size=self.image_size,
+            rles=[self.rles[i] for i in keep],
+            boxes=self.boxes[keep],
+            predicted_iou=self.predicted_iou[keep],
+            stability_score=self.stability_score[keep],
+            points=self.points[keep],
+            crop_boxes=self.crop_boxes[keep],
+            low_res_logits=None if self.low_res_logits is None else self.low_res_logits[keep],
+        )
+
+    @staticmethod
+    def concat(parts: list[GeneratedMasks], image_size: tuple[int, int]) -> GeneratedMasks:
+        if not parts:
+            return GeneratedMasks(image_size=image_size)
+        logits = [p.low_res_logits for p in parts]
+        return GeneratedMasks(
+            image_size=image_size,
+            rles=[r for p in parts for r in p.rles],
+            boxes=np.concatenate([p.boxes for p in parts]),
+            predicted_iou=np.concatenate([p.predicted_iou for p in parts]),
+            stability_score=np.concatenate([p.stability_score for p in parts]),
+            points=np.concatenate([p.points for p in parts]),
+            crop_boxes=np.concatenate([p.crop_boxes for p in parts]),
+            low_res_logits=None if any(x is None for x in logits) else np.concatenate(logits),
+        )
+
+
+def point_grid(n_per_side: int) -> np.ndarray:
+    """`float64 [n*n, 2]` (x, y) in [0, 1]: cell centers, x varying fastest."""
+    side = np.linspace(1 / (2 * n_per_side), 1 - 1 / (2 * n_per_side), n_per_side)
+    xs, ys = np.meshgrid(side, side)
+    return np.stack([xs, ys], -1).reshape(-1, 2)
+
+
+def crop_boxes(image_size: tuple[int, int], n_layers: int, overlap_ratio: float) -> list[tuple[list[int], int]]:
+    """The full image, then for layer i (1..n) a (2^i x 2^i) grid of overlapping crops.
+
+    Returns:
+        (XYXY crop box, layer index) pairs, the full image first.
+    """
+    h, w = image_size
+    boxes = [([0, 0, w, h], 0)]
+    for layer in range(1, n_layers + 1):
+        n = 2**layer
+        overlap = int(overlap_ratio * min(h, w) * (2 / n))
+        crop_w = math.ceil((overlap * (n - 1) + w) / n)
+        crop_h = math.ceil((overlap * (n - 1) + h) / n)
+        xs = [int((crop_w - overlap) * i) for i in range(n)]
+        ys = [int((crop_h - overlap) * i) for i in range(n)]
+        for x0, y0 in itertools.product(xs, ys):
+            boxes.append(([x0, y0, min(x0 + crop_w, w), min(y0 + crop_h, h)], layer))
+    return boxes
+
+
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU of the masks at `threshold + offset` and `threshold - offset`: `[N, H, W]` -> `[N]`."""
+    high = (logits > threshold + offset).flatten(1).sum(1)
+    low = (logits > threshold - offset).flatten(1).sum(1)
+    return high / low
+
+
+def near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_box: list[int], tol: float) -> torch.Tensor:
+    """`[N]` bool: a box side within `tol` of a crop edge that is not also an image edge."""
+    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
+    image = torch.as_tensor(image_box, dtype=torch.float, device=boxes.device)
+    near_crop = torch.isclose(boxes, crop[None], atol=tol, rtol=0)
+    near_image = torch.isclose(boxes, image[None], atol=tol, rtol=0)
+    return (near_crop & ~near_image).any(1)
+
+
+class AutomaticMaskGenerator:
+    """Masks for everything in an image, from a point grid.
+
+    Args:
+        predictor: the `SamPredictor` to prompt (its image is replaced).
+        keep_logits: also return each kept mask's low-res logits (`GeneratedMasks.low_res_logits`).
+        **settings: `AmgSettings` fields; see `from_preset` for the named settings.
+    """
+
+    def __init__(self, predictor: SamPredictor, *, keep_logits: bool = False, **settings) -> None:
+        self.predictor = predictor
+        self.keep_logits = keep_logits
+        self.settings = AmgSettings(**settings)
+
+    @classmethod
+    def from_preset(
+        cls, predictor: SamPredictor, preset: str, *, keep_logits: bool = False, **overrides
+    ) -> AutomaticMaskGenerator:
+        """A generator with the settings of `PRESETS[preset]`, any field overridden by keyword."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown AMG preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        settings = dataclasses.replace(PRESETS[preset], **overrides)
+        return cls(predictor, keep_logits=keep_logits, **dataclasses.asdict(settings))
+
+    def generate(self, image) -> GeneratedMasks:
+        """Runs the generator on one image (array, PIL image or path, see `load_image`)."""
+        s = self.settings
+        image = load_image(image)
+        size = image.shape[:2]
+        crops = crop_boxes(size, s.crop_n_layers, s.crop_overlap_ratio)
+        parts = [self._process_crop(image, box, layer) for box, layer in crops]
+        result = GeneratedMasks.concat(parts, size)
+        if len(crops) > 1 and len(result):
+            # Across crops prefer the mask from the most zoomed-in (smallest) crop.
+            crop_area = (result.crop_boxes[:, 2] - result.crop_boxes[:, 0]) * (
+                result.crop_boxes[:, 3] - result.crop_boxes[:, 1]
+            )
+            result = result.select(self._nms(result.boxes, 1.0 / crop_area, s.crop_nms_thresh))
+        if s.max_area_fraction is not None and len(result):
+            result = result.select(np.flatnonzero(result.areas < s.max_area_fraction * size[0] * size[1]))
+        if s.min_mask_region_area > 0 and len(result):
+            result = self._clean_up(result)
+        return result
+
+    @staticmethod
+    def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+        keep = batched_nms(
+            torch.as_tensor(boxes, dtype=torch.float),
+            torch.as_tensor(scores, dtype=torch.float),
+            torch.zeros(len(boxes), dtype=torch.int64),
+            iou_threshold=threshold,
+        )
+        return keep.numpy()
+
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int) -> GeneratedMasks:
+        s = self.settings
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        ch, cw = crop.shape[:2]
+        self.predictor.set_image(crop)
+        n = int(s.points_per_side / (s.crop_n_points_downscale_factor**layer))
+        points = point_grid(n) * np.array([cw, ch])
+        parts = [
+            self._process_batch(points[i : i + s.points_per_batch], crop_box, image.shape[:2])
+            for i in range(0, len(points), s.points_per_batch)
+        ]
+        self.predictor.reset_image()
+        data = GeneratedMasks.concat(parts, image.shape[:2])
+        if len(data):
+            data = data.select(self._nms(data.boxes, data.predicted_iou, s.box_nms_thresh))
+        return data
+
+    def _process_batch(self, points: np.ndarray, crop_box: list[int], image_size: tuple[int, int]) -> GeneratedMasks:
+        s = self.settings
+        predictor = self.predictor
+        x0, y0, x1, y1 = crop_box
+        h, w = image_size
+        pts = torch.as_tensor(points, dtype=torch.float32)[:, None]  # [B, 1, 2] crop frame
+        out = predictor.predict_torch(pts, torch.ones(len(points), 1, dtype=torch.int64), return_masks=False)
+        logits = out.low_res_logits.flatten(0, 1)  # [3B, S, S]
+        iou = out.iou_scores.flatten()
+        point_of = torch.arange(len(points)).repeat_interleave(out.iou_scores.shape[1])
+        keep = iou > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+        logits, iou, point_of = logits[keep], iou[keep], point_of[keep.cpu()]
+        threshold = predictor.model.mask_threshold
+        # Upsample a few masks at a time: stability, binary masks and boxes need the crop-size logits.
+        kept_masks, kept_scores, kept_boxes, kept_index = [], [], [], []
+        step = max(1, (1 << 25) // (y1 - y0) // (x1 - x0))
+        for i in range(0, len(logits), step):
+            full = predictor.upsample(logits[i : i + step][:, None])[:, 0]  # [c, ch, cw]
+            stability = stability_score(full, threshold, s.stability_score_offset)
+            masks = full > threshold
+            del full
+            boxes = masks_to_boxes(masks) + torch.tensor([x0, y0, x0, y0], device=masks.device)
+            ok = (
+                stability >= s.stability_score_thresh
+                if s.stability_score_thresh > 0
+                else torch.ones_like(stability, dtype=torch.bool)
+            )
+            ok &= ~near_crop_edge(boxes, crop_box, [0, 0, w, h], s.crop_edge_tolerance)
+            kept_masks.append(masks[ok].cpu().numpy())
+            kept_scores.append(stability[ok].cpu())
+            kept_boxes.append(boxes[ok].cpu())
+            kept_index.append(torch.arange(i, min(i + step, len(logits)))[ok.cpu()])
+        if not kept_index:
+            return GeneratedMasks(image_size=image_size)
+        index = torch.cat(kept_index)
+        masks = np.concatenate(kept_masks)
+        if (x0, y0, x1, y1) != (0, 0, w, h):
+            full_frame = np.zeros((len(masks), h, w), bool)
+            full_frame[:, y0:y1, x0:x1] = masks
+            masks = full_frame
+        return GeneratedMasks(
+            image_size=image_size,
+            rles=encode_rle(masks),
+            boxes=torch.cat(kept_boxes).numpy(),
+            predicted_iou=iou[index].float().cpu().numpy(),
+            stability_score=torch.cat(kept_scores).float().numpy(),
+            points=(points[point_of[index].numpy()] + np.array([x0, y0])).astype(np.float32),
+            crop_boxes=np.tile(np.array(crop_box, np.int64), (len(index), 1)),
+            low_res_logits=logits[index].float().cpu().numpy() if self.keep_logits else None,
+        )
+
+    def _clean_up(self, result: GeneratedMasks) -> GeneratedMasks:
+        """Removes small holes and islands, then NMS again preferring masks the clean-up left alone."""
+        s = self.settings
+        masks, unchanged, alive = [], [], []
+        for i, rle in enumerate(result.rles):
+            mask, changed = remove_small_regions(
+                decode_rle(rle).astype(bool), s.min_mask_region_area, rule=s.cleanup_rule
+            )
+            if mask is None:
+                continue
+            masks.append(mask)
+            unchanged.append(0.0 if changed else 1.0)
+            alive.append(i)
+        if not alive:
+            return GeneratedMasks(image_size=result.image_size)
+        result = result.select(np.array(alive))
+        stacked = torch.from_numpy(np.stack(masks))
+        boxes = masks_to_boxes(stacked).numpy()
+        keep = self._nms(boxes, np.array(unchanged), max(s.box_nms_thresh, s.crop_nms_thresh))
+        changed = [k for k in keep if unchanged[k] == 0.0]
+        if changed:
+            new_rles = encode_rle(stacked[changed].numpy())
+            for k, rle in zip(changed, new_rles, strict=True):
+                result.rles[k] = rle
+                result.boxes[k] = boxes[k]
+        return result.select(keep)
