@@ -120,6 +120,118 @@ def cmd_point(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(items: list, enabled: bool, desc: str):
+    if not enabled or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", dynamic_ncols=True)
+
+
+def _overrides(items: Sequence[str], name: str) -> dict:
+    """`key=value` strings (values parsed as YAML) -> dict."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{name} expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_proposals(args: argparse.Namespace) -> int:
+
+    from samtasks.tasks.amg import PRESETS as AMG_PRESETS
+    from samtasks.tasks.amg import AutomaticMaskGenerator
+    from samtasks.tasks.proposals import PRESETS, ProposalGenerator
+    from samtasks.utils.image import list_images, load_image
+    from samtasks.utils.masks import decode_rle
+    from samtasks.utils.viz import draw_overlay
+
+    if args.preset not in PRESETS and args.preset not in AMG_PRESETS:
+        raise UsageError(f"--preset must be one of {', '.join([*PRESETS, *AMG_PRESETS])}, got {args.preset!r}")
+    knobs = _overrides(args.set, "--set")
+    paths = list_images(args.source)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in paths if args.overwrite or not (out / f"{p.stem}.json").is_file()]
+    if len(todo) < len(paths):
+        logger.info(
+            "%d of %d images already have results in %s (--overwrite redoes them)",
+            len(paths) - len(todo),
+            len(paths),
+            out,
+        )
+    if not todo:
+        return 0
+    predictor = _predictor(args)
+    try:
+        if args.preset in PRESETS:
+            generator = ProposalGenerator.from_preset(predictor, args.preset, amg=knobs)
+        else:
+            generator = AutomaticMaskGenerator.from_preset(predictor, args.preset, **knobs)
+    except TypeError as err:
+        raise UsageError(f"--set: {err}") from err
+    failed = []
+    for path in _progress(todo, not args.quiet, "proposals"):
+        try:
+            image = load_image(path)
+        except ImageReadError as err:
+            logger.warning("skipped: %s", err)
+            failed.append(str(path))
+            continue
+        result = generator.generate(image)
+        masks, scores = (result.masks, result.scores) if hasattr(result, "scores") else (result, result.predicted_iou)
+        records = masks.records()
+        for i, (record, score) in enumerate(zip(records, scores, strict=True)):
+            record["id"] = i
+            record["score"] = float(score)
+        h, w = image.shape[:2]
+        sa1b = {
+            "image": {"file_name": path.name, "height": h, "width": w},
+            "preset": args.preset,
+            "annotations": records,
+        }
+        shown = np.argsort([-r["area"] for r in records[: args.overlay_max]], kind="stable")
+        stack = (
+            np.stack([decode_rle(records[i]["segmentation"]) for i in shown])
+            if len(shown)
+            else np.zeros((0, h, w), bool)
+        )
+        draw_overlay(image, stack.astype(bool)).save(out / f"{path.stem}_overlay.png")
+        tmp = out / f"{path.stem}.json.tmp"
+        tmp.write_text(json.dumps(sa1b))
+        tmp.replace(out / f"{path.stem}.json")
+        logger.debug("%s: %d masks", path.name, len(records))
+    logger.info("wrote %d result(s) to %s", len(todo) - len(failed), out)
+    if failed:
+        logger.warning("%d image(s) could not be read: %s", len(failed), ", ".join(failed))
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from samtasks.evaluation import load_config, run_benchmark
+    from samtasks.evaluation.proposals import BENCHMARKS
+
+    defaults, make = BENCHMARKS[args.name]
+    config = load_config(defaults, args.config, args.set)
+    benchmark = make(args.name, config, args.data)
+    result = run_benchmark(
+        benchmark, args.out, limit=args.limit, device=args.device or config.model.device, progress=not args.quiet
+    )
+    if result is not None:
+        width = max(len(k) for k in result["metrics"])
+        for key, value in result["metrics"].items():
+            print(f"{key.ljust(width)}  {value:.4f}")
+        print(
+            f"{result['images']} images, {len(result['failed'])} failed; results in {Path(args.out) / 'results.json'}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samtasks", description="Zero-shot tasks with Segment Anything.")
     parser.add_argument("--version", action="version", version=f"samtasks {__version__}")
@@ -138,6 +250,35 @@ def build_parser() -> argparse.ArgumentParser:
     point.add_argument("--out", default="out", help="output folder (default ./out)")
     _add_model_args(point)
     point.set_defaults(func=cmd_point)
+
+    proposals = sub.add_parser("proposals", help="masks for everything in images (SA-1B-style JSON + overlay)")
+    proposals.add_argument("source", help="image file, folder or glob pattern")
+    proposals.add_argument(
+        "--preset",
+        default="proposals-lvis",
+        help="proposals-lvis (default; 64x64 grid, top 1000), proposals-single-output, or an AMG preset: "
+        "official, sa1b, edges-bsds",
+    )
+    proposals.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="override an AMG knob")
+    proposals.add_argument("--overlay-max", type=int, default=200, help="masks drawn on the overlay (default 200)")
+    proposals.add_argument("--overwrite", action="store_true", help="redo images that already have a JSON in --out")
+    proposals.add_argument("--out", default="out", help="output folder (default ./out)")
+    proposals.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_args(proposals)
+    proposals.set_defaults(func=cmd_proposals)
+
+    from samtasks.evaluation.proposals import BENCHMARKS
+
+    bench = sub.add_parser("bench", help="run a paper benchmark from a config (resumable, shardable)")
+    bench.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("--data", required=True, help="dataset root; the config's paths are relative to it")
+    bench.add_argument("--config", help="YAML config (default: the paper protocol, see configs/)")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    bench.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
+    bench.add_argument("--device", help="overrides model.device")
+    bench.add_argument("--out", required=True, help="output folder; run again with the same one to resume")
+    bench.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -152,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"samtasks {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (CheckpointError, ImageReadError, ValueError) as err:
+    except (CheckpointError, ImageReadError, ValueError, RuntimeError) as err:
         print(f"samtasks {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -21,3 +24,20 @@ class MaskPrediction:
     def best(self) -> Any:
         """Index of the highest-predicted-IoU mask of each prompt, `int64 [P]`."""
         return self.iou_scores.argmax(-1)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset with its ground truth; the image is read only by `load_image()`."""
+
+    image_id: int
+    path: Path  # the image file
+    height: int
+    width: int
+    annotations: tuple[dict, ...] = ()  # COCO-format dicts: bbox XYWH, segmentation (polygons or RLE), ...
+
+    def load_image(self) -> np.ndarray:
+        """`uint8 [H, W, 3]` RGB; raises `ImageReadError` naming the file if it cannot be read."""
+        from samtasks.utils.image import load_image
+
+        return load_image(self.path)

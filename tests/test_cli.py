@@ -89,3 +89,49 @@ def test_import_is_light():
     code = "import sys, samtasks; bad = {'ultralytics', 'open_clip', 'lvis', 'cv2'} & set(sys.modules); print(bad)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "set()"
+
+
+def test_proposals_command_on_a_folder(tmp_path, tiny_checkpoint):
+    from samtasks.utils.masks import decode_rle
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(np.random.default_rng(i), 50, 70)).save(folder / f"im{i}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "out"
+    argv = ["proposals", str(folder), "--sam", "tiny", "--sam-checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    argv += ["--set", "points_per_side=4", "--set", "box_nms_thresh=1.0", "-q"]
+    assert main(argv) == 1  # the broken file is reported, the others are done
+    record = json.loads((out / "im0.json").read_text())
+    assert record["image"] == {"file_name": "im0.png", "height": 50, "width": 70}
+    first = record["annotations"][0]
+    assert {
+        "segmentation",
+        "bbox",
+        "area",
+        "predicted_iou",
+        "stability_score",
+        "point_coords",
+        "crop_box",
+        "score",
+    } <= set(first)
+    assert decode_rle(first["segmentation"]).sum() == first["area"]
+    assert (out / "im1_overlay.png").is_file() and not (out / "broken.json").exists()
+    # An AMG preset works too; --overwrite redoes finished images, which are otherwise skipped.
+    stamp = (out / "im0.json").stat().st_mtime_ns
+    assert main([*argv, "--preset", "official", "--set", "pred_iou_thresh=0", "--set", "stability_score_thresh=0"]) == 1
+    assert (out / "im0.json").stat().st_mtime_ns == stamp
+    assert main([*argv, "--preset", "official", "--set", "pred_iou_thresh=0", "--overwrite"]) == 1
+    assert json.loads((out / "im0.json").read_text())["preset"] == "official"
+
+
+def test_proposals_and_bench_usage_errors(tmp_path, image_file, capsys):
+    assert main(["proposals", str(image_file), "--preset", "nope"]) == 2
+    assert "--preset must be one of" in capsys.readouterr().err
+    assert main(["proposals", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", "lvis-proposals", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "LVIS annotation file not found" in capsys.readouterr().err
+    assert main(["bench", "coco-proposals", "--data", str(tmp_path), "--set", "foo=1", "--out", str(tmp_path)]) == 1
+    assert "unknown key 'foo'" in capsys.readouterr().err

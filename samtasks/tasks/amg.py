@@ -28,6 +28,7 @@ class AmgSettings:
 
     points_per_side: int = 32
     points_per_batch: int = 64
+    multimask_output: bool = True  # 3 masks per point; False keeps the single-mask token (ablations)
     pred_iou_thresh: float = 0.88  # keep a mask if predicted IoU > this (0 disables)
     stability_score_thresh: float = 0.95  # keep if stability >= this (0 disables)
     stability_score_offset: float = 1.0
@@ -270,7 +271,9 @@ class AutomaticMaskGenerator:
         x0, y0, x1, y1 = crop_box
         h, w = image_size
         pts = torch.as_tensor(points, dtype=torch.float32)[:, None]  # [B, 1, 2] crop frame
-        out = predictor.predict_torch(pts, torch.ones(len(points), 1, dtype=torch.int64), return_masks=False)
+        out = predictor.predict_torch(
+            pts, torch.ones(len(points), 1, dtype=torch.int64), multimask=s.multimask_output, return_masks=False
+        )
         logits = out.low_res_logits.flatten(0, 1)  # [3B, S, S]
         iou = out.iou_scores.flatten()
         point_of = torch.arange(len(points)).repeat_interleave(out.iou_scores.shape[1])

@@ -96,3 +96,32 @@ def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
     """`uint8 [H, W, 3]` -> `uint8 [h, w, 3]` with PIL bilinear resampling (SAM's input transform)."""
     h, w = resized_shape(image.shape[0], image.shape[1], long_side)
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """The image files named by `source`: one file, a folder (its images, sorted, not recursive) or a
+    glob pattern such as `photos/*.jpg`.
+
+    Raises:
+        ImageReadError: nothing matches (the message names `source`).
+    """
+    text = str(source)
+    path = Path(source)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ImageReadError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+        return found
+    if path.is_file():
+        return [path]
+    if any(c in text for c in "*?["):
+        import glob
+
+        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not found:
+            raise ImageReadError(f"no files match {text}")
+        return found
+    raise ImageReadError(f"image file or folder {path} does not exist")

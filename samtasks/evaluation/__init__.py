@@ -1,0 +1,6 @@
+"""Benchmarks: config loading, the resumable and shardable runner, and each benchmark's definition."""
+
+from samtasks.evaluation.config import ConfigError, DataConfig, ModelConfig, load_config
+from samtasks.evaluation.runner import DistInfo, ResultsStore, run_benchmark
+
+__all__ = ["ConfigError", "DataConfig", "DistInfo", "ModelConfig", "ResultsStore", "load_config", "run_benchmark"]

@@ -1,0 +1,1 @@
+"""Metrics as accumulators: per-image statistics, then one `compute() -> dict[str, float]`."""

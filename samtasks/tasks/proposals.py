@@ -1,0 +1,106 @@
+"""Object proposals: the automatic mask generator with the paper's LVIS settings, ranked and cut to
+at most `max_proposals` masks per image (PAPER.md section 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from samtasks.predictor import SamPredictor
+from samtasks.tasks.amg import PRESETS as AMG_PRESETS
+from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks
+
+RANKINGS = ("quality", "random")
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """How proposals are made: an AMG preset with overrides, then a ranking and a cut."""
+
+    amg_preset: str = "proposals-lvis"
+    amg: dict = dataclasses.field(default_factory=dict)  # AmgSettings fields overriding the preset
+    max_proposals: int = 1000
+    ranking: str = "quality"  # "quality": mean(predicted IoU, stability); "random": seeded shuffle
+    seed: int = 0  # the random ranking's seed (the same permutation stream for every image)
+
+    def __post_init__(self) -> None:
+        if self.amg_preset not in AMG_PRESETS:
+            raise ValueError(f"unknown AMG preset {self.amg_preset!r}; choose one of {', '.join(AMG_PRESETS)}")
+        unknown = sorted(set(self.amg) - {f.name for f in dataclasses.fields(AmgSettings)})
+        if unknown:
+            raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
+        if self.max_proposals < 1:
+            raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
+
+    def amg_settings(self) -> AmgSettings:
+        return dataclasses.replace(AMG_PRESETS[self.amg_preset], **self.amg)
+
+
+PRESETS: dict[str, ProposalSettings] = {
+    # Table 4 "SAM": 64x64 grid, no crops, no filtering, NMS 0.9, ranked by mean(IoU, stability).
+    "proposals-lvis": ProposalSettings(),
+    # Table 4 "single out.": the single-mask token on a 128x128 grid, NMS 0.95, random ranking.
+    "proposals-single-output": ProposalSettings(
+        amg={"points_per_side": 128, "multimask_output": False, "box_nms_thresh": 0.95}, ranking="random"
+    ),
+}
+
+
+@dataclass
+class Proposals:
+    """Up to `max_proposals` masks of one image, best first."""
+
+    masks: GeneratedMasks  # the generator's masks, reordered and cut
+    scores: np.ndarray  # float32 [K], the ranking score (descending)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def results(self, image_id: int, category_id: int = 1) -> list[dict]:
+        """COCO/LVIS results entries (class-agnostic): image_id, category_id, segmentation (RLE), score."""
+        return [
+            {"image_id": image_id, "category_id": category_id, "segmentation": rle, "score": float(score)}
+            for rle, score in zip(self.masks.rles, self.scores, strict=True)
+        ]
+
+
+def rank_masks(masks: GeneratedMasks, settings: ProposalSettings) -> Proposals:
+    """Scores `masks` by the settings' ranking and keeps the best `max_proposals`."""
+    if settings.ranking == "quality":
+        scores = (masks.predicted_iou.astype(np.float64) + masks.stability_score) / 2
+    else:
+        scores = np.random.default_rng(settings.seed).random(len(masks))
+    order = np.argsort(-scores, kind="stable")[: settings.max_proposals]
+    return Proposals(masks=masks.select(order), scores=scores[order].astype(np.float32))
+
+
+class ProposalGenerator:
+    """Class-agnostic object proposals for one image at a time.
+
+    Args:
+        predictor: the `SamPredictor` to prompt.
+        settings: how proposals are made (default: the `proposals-lvis` preset); see `from_preset`.
+    """
+
+    def __init__(self, predictor: SamPredictor, settings: ProposalSettings | None = None) -> None:
+        self.settings = settings or PRESETS["proposals-lvis"]
+        self.generator = AutomaticMaskGenerator(predictor, **dataclasses.asdict(self.settings.amg_settings()))
+
+    @classmethod
+    def from_preset(cls, predictor: SamPredictor, preset: str, **overrides) -> ProposalGenerator:
+        """A generator with `PRESETS[preset]`, any `ProposalSettings` field overridden by keyword
+        (`amg` entries are merged into the preset's)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown proposals preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        base = PRESETS[preset]
+        if "amg" in overrides:
+            overrides["amg"] = {**base.amg, **overrides["amg"]}
+        return cls(predictor, dataclasses.replace(base, **overrides))
+
+    def generate(self, image) -> Proposals:
+        """Proposals for one image (array, PIL image or path)."""
+        return rank_masks(self.generator.generate(image), self.settings)

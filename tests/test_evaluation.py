@@ -1,0 +1,176 @@
+"""The runner machinery: configs, the results store, resume after a crash, --limit, failed images,
+and sharding under torchrun (2 gloo processes give the 1-process metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from samtasks.evaluation import ConfigError, ResultsStore, load_config, run_benchmark
+from samtasks.evaluation.config import dump_yaml
+from samtasks.evaluation.proposals import BENCHMARKS, ProposalsBenchConfig, ProposalsBenchmark
+
+from .synthetic import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_defaults_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: vit_b\ntask:\n  amg:\n    points_per_side: 16\n")
+    config = load_config(ProposalsBenchConfig(), path, ["task.max_proposals=50", "max_dets=[1, 5]"])
+    assert config.model.name == "vit_b" and config.model.dtype == "float32"
+    assert config.task.amg == {"points_per_side": 16} and config.task.max_proposals == 50
+    assert config.max_dets == (1, 5)
+    assert load_config(ProposalsBenchConfig(), None, []) == ProposalsBenchConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("model:\n  nmae: vit_b\n", [], r"c.yaml: unknown key 'model.nmae'"),
+        ("colour: red\n", [], r"c.yaml: unknown key 'colour'"),
+        ("", ["task.max_proposals=many"], r"task.max_proposals must be an integer"),
+        ("", ["task.ranking=best"], r"ranking must be one of"),
+        ("", ["task.amg.points_per_sid=3"], r"points_per_sid"),
+        ("model: 3\n", [], r"model must be a mapping"),
+        ("- a\n", [], r"mapping at the top level"),
+        ("", ["novalue"], r"--set expects key=value"),
+    ],
+)
+def test_config_errors_name_file_and_key(tmp_path, text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(ProposalsBenchConfig(), path, overrides)
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_shipped_configs_are_the_defaults(name):
+    """configs/*.yaml document the paper protocol; they must equal the built-in defaults."""
+    defaults, _ = BENCHMARKS[name]
+    path = ROOT / "configs" / f"{name.split('-')[1]}_{name.split('-')[0]}.yaml"
+    assert load_config(defaults, path) == defaults
+
+
+def test_store_discards_a_cut_off_line(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append({"image_id": 1, "x": 1})
+    store.append({"image_id": 2, "error": "unreadable"})
+    store.close()
+    with open(store.path, "a") as f:
+        f.write('{"image_id": 3, "x": ')  # a crash mid-write
+    store = ResultsStore(tmp_path)
+    assert [r["image_id"] for r in store.records()] == [1, 2]
+    store.append({"image_id": 2, "x": 2})
+    store.close()
+    assert store.latest()[2] == {"image_id": 2, "x": 2}
+    assert store.path.read_text().count("\n") == 3
+
+
+@pytest.fixture()
+def bench_setup(tmp_path, tiny_checkpoint):
+    write_dataset(tmp_path / "data", 5, lvis=True)
+    overrides = [
+        "data.annotations=annotations.json",
+        "model.name=tiny",
+        f"model.checkpoint={tiny_checkpoint}",
+        "task.amg.points_per_side=3",
+        "task.amg.box_nms_thresh=1.0",
+        "max_dets=[1, 3, 100]",
+    ]
+    return tmp_path, load_config(ProposalsBenchConfig(), None, overrides)
+
+
+def _stable(result: dict) -> dict:
+    """The results JSON without what legitimately differs between runs (timings, time stamps)."""
+    return {k: v for k, v in result.items() if k not in ("timings", "finished")}
+
+
+def _records(out: Path) -> dict:
+    """Every image's record without its timing; random weights make AR alone a weak check."""
+    latest = ResultsStore(out / "records").latest()
+    return {k: {f: v for f, v in r.items() if f != "seconds"} for k, r in latest.items()}
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_gives_the_same_results(bench_setup):
+    tmp, config = bench_setup
+    whole = run_benchmark(ProposalsBenchmark("lvis-proposals", config, tmp / "data"), tmp / "a", progress=False)
+    assert whole["images"] == 5 and whole["metrics"]["AR@100"] >= 0 and whole["metrics"]["proposals_per_image"] > 0
+
+    crashing = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
+    process, calls = crashing.process, []
+
+    def process_then_crash(sample):
+        calls.append(sample.image_id)
+        if len(calls) == 3:
+            raise _Crash
+        return process(sample)
+
+    crashing.process = process_then_crash
+    with pytest.raises(_Crash):
+        run_benchmark(crashing, tmp / "b", progress=False)
+    records = tmp / "b" / "records" / "rank0.jsonl"
+    assert records.read_text().count("\n") == 2
+    with open(records, "a") as f:
+        f.write('{"image_id": 102, "stats": {"num')  # and a record cut off by the crash
+
+    resumed = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
+    seen = []
+    process2 = resumed.process
+    resumed.process = lambda s: seen.append(s.image_id) or process2(s)
+    result = run_benchmark(resumed, tmp / "b", progress=False)
+    assert seen == [102, 103, 104]  # finished images are not redone
+    assert _stable(result) == _stable(whole)
+    assert _records(tmp / "b") == _records(tmp / "a")
+    assert json.loads((tmp / "b" / "results.json").read_text())["metrics"] == whole["metrics"]
+
+
+def test_limit_failed_images_and_config_mismatch(bench_setup):
+    tmp, config = bench_setup
+    (tmp / "data" / "val2017" / "000000000101.jpg").write_bytes(b"not a jpeg")
+    bench = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
+    result = run_benchmark(bench, tmp / "out", limit=3, progress=False)
+    assert result["images"] == 2 and result["limit"] == 3
+    assert result["failed"][0]["image_id"] == 101 and "000000000101.jpg" in result["failed"][0]["error"]
+    other = load_config(config, None, ["task.max_proposals=7"])
+    with pytest.raises(ConfigError, match="different config"):
+        run_benchmark(ProposalsBenchmark("lvis-proposals", other, tmp / "data"), tmp / "out", progress=False)
+    assert (tmp / "out" / "config.yaml").read_text() == dump_yaml(config)
+
+
+def _cli_bench(tmp: Path, config_path: Path, out: str, nproc: int) -> dict:
+    command = ["bench", "lvis-proposals", "--data", str(tmp / "data"), "--config", str(config_path)]
+    command += ["--out", str(tmp / out), "--quiet"]
+    if nproc == 1:
+        prefix = [sys.executable, "-m", "samtasks.cli"]
+    else:
+        prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        prefix += ["-m", "samtasks.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run(prefix + command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp / out / "results.json").read_text())
+
+
+def test_two_process_torchrun_gives_the_same_metrics(bench_setup):
+    tmp, config = bench_setup
+    config_path = tmp / "run.yaml"
+    config_path.write_text(dump_yaml(config))
+    single = _cli_bench(tmp, config_path, "one", 1)
+    double = _cli_bench(tmp, config_path, "two", 2)
+    assert double["timings"]["world_size"] == 2
+    assert sorted(p.name for p in (tmp / "two" / "records").iterdir()) == ["rank0.jsonl", "rank1.jsonl"]
+    rank1 = [json.loads(line)["image_id"] for line in (tmp / "two" / "records" / "rank1.jsonl").open()]
+    assert rank1 == [101, 103]  # every world_size-th image
+    assert double["metrics"] == single["metrics"] and double["images"] == single["images"] == 5
+    assert _records(tmp / "two") == _records(tmp / "one")
