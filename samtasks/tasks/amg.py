@@ -179,8 +179,9 @@ def crop_boxes(image_size: tuple[int, int], n_layers: int, overlap_ratio: float)
 
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """IoU of the masks at `threshold + offset` and `threshold - offset`: `[N, H, W]` -> `[N]`."""
-    high = (logits > threshold + offset).flatten(1).sum(1)
-    low = (logits > threshold - offset).flatten(1).sum(1)
+    # int32 sums are exact below 2^31 pixels and about twice as fast as the default int64.
+    high = (logits > threshold + offset).flatten(1).sum(1, dtype=torch.int32)
+    low = (logits > threshold - offset).flatten(1).sum(1, dtype=torch.int32)
     return high / low
 
 
