@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(PY) -c "import shutil; from ultralytics.utils import ASSETS; shutil.copy(ASSETS / 'bus.jpg', '$(BUS)')"
-	$(VENV)/bin/samtasks point $(BUS) --point 400,500 --sam vit_b --out out/demo
+	$(VENV)/bin/samtasks instance $(BUS) --detector yolov8 --sam vit_b --format coco,png,yolo --out out/demo
 
 lint: setup
 	$(VENV)/bin/ruff check samtasks tests benchmarks
@@ -25,4 +25,4 @@ test: lint
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/speed_core.py
+	cd benchmarks && ../$(PY) speed_core.py && ../$(PY) speed_instance.py && ../$(PY) speed_amg.py

@@ -15,6 +15,7 @@ from samtasks import __version__
 from samtasks.build import MODEL_SPECS, build_sam
 from samtasks.checkpoints import CheckpointError, cached_path
 from samtasks.utils.image import ImageReadError
+from samtasks.utils.optional import MissingDependencyError
 
 logger = logging.getLogger("samtasks")
 
@@ -212,12 +213,121 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from samtasks.evaluation import load_config, run_benchmark
-    from samtasks.evaluation.proposals import BENCHMARKS
+def _ints(text: str | None, name: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError as err:
+        raise UsageError(f"{name} expects comma-separated integers, got {text!r}") from err
 
-    defaults, make = BENCHMARKS[args.name]
-    config = load_config(defaults, args.config, args.set)
+
+def cmd_instance(args: argparse.Namespace) -> int:
+    import shutil
+
+    from samtasks.evaluation import ResultsStore
+    from samtasks.tasks.detectors import PrecomputedDetections, make_detector
+    from samtasks.tasks.instance import InstanceSegmenter
+    from samtasks.utils.export import coco_results, write_yolo_dataset_yaml, yolo_label_lines
+    from samtasks.utils.image import list_images, load_image
+    from samtasks.utils.viz import draw_overlay
+
+    formats = {f.strip() for f in args.format.split(",") if f.strip()}
+    if not formats or formats - {"coco", "png", "yolo"}:
+        raise UsageError(f"--format takes a comma-separated subset of coco,png,yolo, got {args.format!r}")
+    paths = list_images(args.source)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(out / "records")
+    done = {r["file_name"] for r in store.records() if "error" not in r}
+    todo = [(i + 1, p) for i, p in enumerate(paths) if str(p) not in done or args.overwrite]
+    if len(todo) < len(paths):
+        logger.info(
+            "%d of %d images already done in %s (--overwrite redoes them)", len(paths) - len(todo), len(paths), out
+        )
+    if todo:
+        if args.detections:
+            detector = PrecomputedDetections(args.detections, min_score=args.conf)
+        else:
+            knobs = {
+                "conf": args.conf,
+                "iou": args.iou,
+                "max_det": args.max_det,
+                "classes": _ints(args.classes, "--classes"),
+            }
+            detector = make_detector(args.detector, args.detector_weights, **knobs)
+        segmenter = InstanceSegmenter(
+            _predictor(args), detector, refine=not args.no_refine, multimask=args.multimask, score=args.score
+        )
+    if "yolo" in formats:
+        (out / "labels").mkdir(exist_ok=True)
+        (out / "images").mkdir(exist_ok=True)
+    failed = []
+    try:
+        for image_id, path in _progress(todo, not args.quiet, "instance"):
+            try:
+                image = load_image(path)
+            except ImageReadError as err:
+                logger.warning("skipped: %s", err)
+                store.append({"file_name": str(path), "image_id": image_id, "error": str(err)})
+                failed.append(str(path))
+                continue
+            instances = segmenter.segment(image, image_id=path.name)
+            h, w = image.shape[:2]
+            if "png" in formats:
+                captions = [
+                    f"{instances.names.get(int(c), c)} {s:.2f}"
+                    for c, s in zip(instances.labels, instances.scores, strict=True)
+                ]
+                draw_overlay(image, instances.masks, boxes=instances.boxes, labels=captions).save(
+                    out / f"{path.stem}_overlay.png"
+                )
+            if "yolo" in formats:
+                (out / "labels" / f"{path.stem}.txt").write_text(
+                    "".join(line + "\n" for line in yolo_label_lines(instances, h, w))
+                )
+                target = out / "images" / path.name
+                if not target.exists():
+                    try:
+                        target.hardlink_to(path)
+                    except OSError:
+                        shutil.copy2(path, target)
+            record = {"file_name": str(path), "image_id": image_id, "height": h, "width": w}
+            record["names"] = {str(k): v for k, v in instances.names.items()}
+            record["results"] = coco_results(instances, image_id)
+            store.append(record)
+    finally:
+        store.close()
+    latest = {r["file_name"]: r for r in store.records() if "error" not in r}
+    if "coco" in formats:
+        results = [{**e, "file_name": Path(f).name} for f, r in latest.items() for e in r["results"]]
+        tmp = out / "coco_results.json.tmp"
+        tmp.write_text(json.dumps(results))
+        tmp.replace(out / "coco_results.json")
+    if "yolo" in formats:
+        names = {int(k): v for r in latest.values() for k, v in r["names"].items()}
+        write_yolo_dataset_yaml(out, names)
+    count = sum(len(r["results"]) for r in latest.values())
+    logger.info("%d instances in %d images; outputs in %s", count, len(latest), out)
+    if failed:
+        logger.warning("%d image(s) could not be read: %s", len(failed), ", ".join(failed))
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from samtasks.evaluation import benchmarks, load_config, run_benchmark
+
+    defaults, make = benchmarks()[args.name]
+    overrides = list(args.set)
+    if args.detections or args.detector:
+        if not args.name.endswith("-instance"):
+            raise UsageError("--detections and --detector apply to the instance benchmarks only")
+        if args.detections:
+            overrides.append(f"detector.detections={Path(args.detections).resolve()}")
+        if args.detector:
+            overrides.append(f"detector.name={args.detector}")
+    config = load_config(defaults, args.config, overrides)
     benchmark = make(args.name, config, args.data)
     result = run_benchmark(
         benchmark, args.out, limit=args.limit, device=args.device or config.model.device, progress=not args.quiet
@@ -267,15 +377,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(proposals)
     proposals.set_defaults(func=cmd_proposals)
 
-    from samtasks.evaluation.proposals import BENCHMARKS
+    instance = sub.add_parser("instance", help="instance masks from detector boxes (the main job)")
+    instance.add_argument("source", help="image file, folder or glob pattern")
+    instance.add_argument("--detector", default="yolov8", help="yolov8 (default), yolo11 or torchvision:<model>")
+    instance.add_argument("--detector-weights", help="detector weights or yaml (default yolov8n.pt / yolo11n.pt)")
+    instance.add_argument("--detections", help="COCO results JSON of boxes instead of a detector")
+    instance.add_argument("--conf", type=float, default=0.25, help="minimum detector score (default 0.25)")
+    instance.add_argument("--iou", type=float, default=0.7, help="detector NMS IoU (YOLO; default 0.7)")
+    instance.add_argument("--classes", metavar="ID,ID", help="keep only these detector class ids")
+    instance.add_argument("--max-det", type=int, default=300, help="most boxes per image (default 300)")
+    instance.add_argument("--no-refine", action="store_true", help="skip the refinement pass")
+    instance.add_argument("--multimask", action="store_true", help="first pass with 3 outputs, best by predicted IoU")
+    instance.add_argument("--score", default="detector", choices=["detector", "detector*iou"])
+    instance.add_argument("--format", default="coco,png", help="any of coco,png,yolo (default coco,png)")
+    instance.add_argument("--overwrite", action="store_true", help="redo images already done in --out")
+    instance.add_argument("--out", default="out", help="output folder (default ./out)")
+    instance.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_args(instance)
+    instance.set_defaults(func=cmd_instance)
+
+    from samtasks.evaluation import benchmarks
 
     bench = sub.add_parser("bench", help="run a paper benchmark from a config (resumable, shardable)")
-    bench.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("name", choices=sorted(benchmarks()), help="which benchmark")
     bench.add_argument("--data", required=True, help="dataset root; the config's paths are relative to it")
     bench.add_argument("--config", help="YAML config (default: the paper protocol, see configs/)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     bench.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
     bench.add_argument("--device", help="overrides model.device")
+    bench.add_argument("--detections", help="instance benchmarks: COCO results JSON of boxes (detector.detections)")
+    bench.add_argument("--detector", help="instance benchmarks: yolov8, yolo11, torchvision:<model> (detector.name)")
     bench.add_argument("--out", required=True, help="output folder; run again with the same one to resume")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)
@@ -293,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"samtasks {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (CheckpointError, ImageReadError, ValueError, RuntimeError) as err:
+    except (CheckpointError, ImageReadError, MissingDependencyError, ValueError, RuntimeError) as err:
         print(f"samtasks {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -41,3 +41,35 @@ class Sample:
         from samtasks.utils.image import load_image
 
         return load_image(self.path)
+
+
+@dataclass
+class Detections:
+    """A detector's boxes for one image."""
+
+    boxes: np.ndarray  # float32 [N, 4] XYXY pixels, original image frame
+    scores: np.ndarray  # float32 [N] confidence
+    labels: np.ndarray  # int64 [N] class id (a key of `names`)
+    names: dict[int, str]  # class id -> name
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @staticmethod
+    def empty(names: dict[int, str] | None = None) -> Detections:
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), names or {})
+
+
+@dataclass
+class InstanceMasks:
+    """One mask per detection, in the detections' order."""
+
+    masks: np.ndarray  # bool [N, H, W], original image frame
+    boxes: np.ndarray  # float32 [N, 4] XYXY pixels, the prompt boxes
+    scores: np.ndarray  # float32 [N] instance score (detector score, or times predicted IoU)
+    labels: np.ndarray  # int64 [N] class id
+    names: dict[int, str]  # class id -> name
+    predicted_iou: np.ndarray  # float32 [N] SAM's predicted IoU of the kept mask
+
+    def __len__(self) -> int:
+        return len(self.masks)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from samtasks.evaluation import ConfigError, ResultsStore, load_config, run_benchmark
+from samtasks.evaluation import ConfigError, ResultsStore, benchmarks, load_config, run_benchmark
 from samtasks.evaluation.config import dump_yaml
-from samtasks.evaluation.proposals import BENCHMARKS, ProposalsBenchConfig, ProposalsBenchmark
+from samtasks.evaluation.proposals import ProposalsBenchConfig, ProposalsBenchmark
 
 from .synthetic import write_dataset
 
@@ -50,10 +50,10 @@ def test_config_errors_name_file_and_key(tmp_path, text, overrides, message):
         load_config(ProposalsBenchConfig(), path, overrides)
 
 
-@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+@pytest.mark.parametrize("name", sorted(benchmarks()))
 def test_shipped_configs_are_the_defaults(name):
     """configs/*.yaml document the paper protocol; they must equal the built-in defaults."""
-    defaults, _ = BENCHMARKS[name]
+    defaults, _ = benchmarks()[name]
     path = ROOT / "configs" / f"{name.split('-')[1]}_{name.split('-')[0]}.yaml"
     assert load_config(defaults, path) == defaults
 

@@ -69,9 +69,3 @@ class ProposalsBenchmark:
             count += 1
             total += record["num_proposals"]
         return {**self.metric.compute(), "proposals_per_image": total / max(1, count)}
-
-
-BENCHMARKS = {
-    "lvis-proposals": (ProposalsBenchConfig(), ProposalsBenchmark),
-    "coco-proposals": (COCO_DEFAULTS, ProposalsBenchmark),
-}

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from samtasks.structures import Sample
+from samtasks.utils.optional import import_optional
 
 AREAS = ("all", "small", "medium", "large")  # the order both official tools use
 _AREA_KEY = {"all": "", "small": "s", "medium": "m", "large": "l"}
@@ -105,6 +106,7 @@ def lvis_proposal_recall(frequency: Callable[[int], str], max_dets: Sequence[int
     Args:
         frequency: category id -> "r", "c" or "f" (`LvisDataset.frequency`).
     """
+    import_optional("lvis", "lvis", "LVIS evaluation")
     return ProposalRecall(lambda s, p: lvis_matches(s, p, frequency), max_dets, groups=("all", "r", "c", "f"))
 
 

@@ -1,0 +1,123 @@
+"""Instance segmentation benchmarks: mask AP of detector boxes + SAM on COCO val2017 and LVIS v1 val
+(the paper's Table 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from samtasks.data import CocoDataset, LvisDataset
+from samtasks.evaluation.config import DataConfig, ModelConfig
+from samtasks.metrics.coco import CocoMaskAP, LvisMaskAP
+from samtasks.structures import Sample
+from samtasks.tasks.detectors import PrecomputedDetections, make_detector
+from samtasks.tasks.instance import InstanceSegmenter
+from samtasks.utils.export import coco_results
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Where the boxes come from: a COCO results JSON (`detections`, the paper's protocol with
+    ViTDet-H boxes), else a live detector (`name`, `weights`, knobs)."""
+
+    detections: str | None = None  # path; category ids are the dataset's
+    name: str = "yolov8"  # yolov8, yolo11 or torchvision:<model>; classes mapped to the dataset by name
+    weights: str | None = None
+    conf: float = 0.001  # low, as AP evaluation wants the whole ranked list
+    iou: float = 0.7
+    max_det: int = 100
+
+
+@dataclass(frozen=True)
+class InstanceTaskConfig:
+    refine: bool = True  # the paper's refinement pass
+    multimask: bool = False  # ours: single-mask output for a box
+    score: str = "detector"  # or "detector*iou"
+
+
+@dataclass(frozen=True)
+class InstanceBenchConfig:
+    """An instance-segmentation run; defaults are the paper's COCO protocol (PAPER.md section 5)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(annotations="annotations/instances_val2017.json", images="val2017")
+    )
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    task: InstanceTaskConfig = field(default_factory=InstanceTaskConfig)
+    max_dets: int = 100  # detections per image the metric sees (COCO 100, LVIS 300)
+
+
+LVIS_DEFAULTS = InstanceBenchConfig(
+    data=DataConfig(annotations="lvis_v1_val.json", images="."),
+    detector=DetectorConfig(max_det=300),
+    max_dets=300,
+)
+
+
+class InstanceBenchmark:
+    """`coco-instance` or `lvis-instance` over the dataset at `root`."""
+
+    def __init__(self, name: str, config: InstanceBenchConfig, root: str | Path) -> None:
+        self.name = name
+        self.config = config
+        annotations, images = config.data.resolve(root)
+        if name == "lvis-instance":
+            self.dataset = LvisDataset(annotations, images)
+            self.metric_type = LvisMaskAP
+        else:
+            self.dataset = CocoDataset(annotations, images)
+            self.metric_type = CocoMaskAP
+        self.annotations = annotations
+        det = config.detector
+        if det.detections is not None:
+            path = Path(det.detections)
+            self.detector = PrecomputedDetections(path if path.is_absolute() else Path(root) / path)
+        else:
+            self.detector = None  # built in setup(), with the model
+        self.segmenter: InstanceSegmenter | None = None
+        self.category_ids: dict[int, int] | None = None
+
+    def samples(self) -> list[Sample]:
+        return list(self.dataset)
+
+    def setup(self, device: str | None) -> None:
+        det = self.config.detector
+        if self.detector is None:
+            self.detector = make_detector(det.name, det.weights, conf=det.conf, iou=det.iou, max_det=det.max_det)
+        predictor = self.config.model.predictor(device)
+        task = self.config.task
+        self.segmenter = InstanceSegmenter(
+            predictor, self.detector, refine=task.refine, multimask=task.multimask, score=task.score
+        )
+
+    def _category_ids(self, names: dict[int, str]) -> dict[int, int] | None:
+        """Detector class -> dataset category, by name (None: precomputed ids are the dataset's)."""
+        if isinstance(self.detector, PrecomputedDetections):
+            return None
+        if self.category_ids is None:
+            by_name = {c["name"].replace("_", " ").lower(): i for i, c in self.dataset.categories.items()}
+            self.category_ids = {
+                k: by_name[v.replace("_", " ").lower()]
+                for k, v in names.items()
+                if v.replace("_", " ").lower() in by_name
+            }
+            if not self.category_ids:
+                raise ValueError("no detector class name matches a dataset category name")
+        return self.category_ids
+
+    def process(self, sample: Sample) -> dict:
+        instances = self.segmenter.segment(sample.load_image(), image_id=sample.image_id)
+        results = coco_results(instances, sample.image_id, self._category_ids(instances.names))
+        results = sorted(results, key=lambda r: -r["score"])[: self.config.max_dets]
+        return {"detections": len(instances), "results": results}
+
+    def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
+        metric = self.metric_type(self.annotations, self.config.max_dets)
+        count = total = 0
+        for record in records:
+            metric.update(record["image_id"], record["results"])
+            count += 1
+            total += record["detections"]
+        return {**metric.compute(), "detections_per_image": total / max(1, count)}

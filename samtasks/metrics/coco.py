@@ -1,0 +1,97 @@
+"""Mask AP on COCO (pycocotools) and LVIS (the `lvis` package), run unchanged on all results at once."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from pathlib import Path
+
+import numpy as np
+
+from samtasks.utils.optional import import_optional
+
+COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+LVIS_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+
+
+def _segm_only(results: list[dict]) -> list[dict]:
+    """The tools read a `bbox` key as a box result (box area, box IoU); keep only the mask."""
+    keep = ("image_id", "category_id", "segmentation", "score")
+    return [{k: copy.deepcopy(r[k]) for k in keep} for r in results]
+
+
+class CocoMaskAP:
+    """COCO mask AP accumulator: `update(results)` per image, `compute()` once.
+
+    Args:
+        annotations: the ground-truth JSON (COCO format).
+        max_dets: detections per image (COCO: 100).
+    """
+
+    def __init__(self, annotations: str | Path, max_dets: int = 100) -> None:
+        self.annotations = str(annotations)
+        self.max_dets = max_dets
+        self.results: list[dict] = []
+        self.image_ids: list[int] = []
+
+    def update(self, image_id: int, results: list[dict]) -> None:
+        self.image_ids.append(image_id)
+        self.results.extend(_segm_only(results))
+
+    def compute(self) -> dict[str, float]:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        if not self.results:
+            return dict.fromkeys(COCO_KEYS, 0.0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(self.annotations)
+            evaluator = COCOeval(gt, gt.loadRes(self.results), "segm")
+            evaluator.params.imgIds = sorted(set(self.image_ids))
+            evaluator.params.maxDets = [1, 10, self.max_dets]
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        return dict(zip(COCO_KEYS, (float(v) for v in evaluator.stats[:6]), strict=True))
+
+
+class LvisMaskAP:
+    """LVIS mask AP accumulator (federated rules, 300 detections per image, APr / APc / APf)."""
+
+    def __init__(self, annotations: str | Path, max_dets: int = 300) -> None:
+        import_optional("lvis", "lvis", "LVIS evaluation")
+        self.annotations = str(annotations)
+        self.max_dets = max_dets
+        self.results: list[dict] = []
+        self.image_ids: list[int] = []
+
+    def update(self, image_id: int, results: list[dict]) -> None:
+        self.image_ids.append(image_id)
+        self.results.extend(_segm_only(results))
+
+    def compute(self) -> dict[str, float]:
+        from lvis import LVIS, LVISEval, LVISResults
+
+        if not self.results:
+            return dict.fromkeys(LVIS_KEYS, 0.0)
+        with _numpy_float_alias(), contextlib.redirect_stdout(io.StringIO()):
+            gt = LVIS(self.annotations)
+            evaluator = LVISEval(gt, LVISResults(gt, self.results, max_dets=self.max_dets), "segm")
+            evaluator.params.img_ids = sorted(set(self.image_ids))
+            evaluator.params.max_dets = self.max_dets
+            evaluator.run()
+        return {k: float(evaluator.results[k]) for k in LVIS_KEYS}
+
+
+@contextlib.contextmanager
+def _numpy_float_alias():
+    """`lvis` 0.5.3's accumulate() uses `np.float`, removed in NumPy 2; the alias is restored after."""
+    had = hasattr(np, "float")
+    if not had:
+        setattr(np, "float", float)  # noqa: B010 (ruff's NPY001 would rewrite an attribute assignment)
+    try:
+        yield
+    finally:
+        if not had:
+            delattr(np, "float")
