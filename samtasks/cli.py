@@ -318,6 +318,10 @@ def cmd_instance(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from samtasks.evaluation import benchmarks, load_config, run_benchmark
 
+    if args.name == "single-point":
+        return _bench_single_point(args)
+    if args.datasets:
+        raise UsageError("--datasets applies to single-point only")
     defaults, make = benchmarks()[args.name]
     overrides = list(args.set)
     if args.detections or args.detector:
@@ -339,6 +343,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(
             f"{result['images']} images, {len(result['failed'])} failed; results in {Path(args.out) / 'results.json'}"
         )
+    return 0
+
+
+def _bench_single_point(args: argparse.Namespace) -> int:
+    from samtasks.evaluation import load_config
+    from samtasks.evaluation.single_point import SinglePointSuiteConfig, format_table, run_suite
+
+    if args.detections or args.detector:
+        raise UsageError("--detections and --detector apply to the instance benchmarks only")
+    if not args.config:
+        raise UsageError("single-point needs --config (e.g. configs/single_point_suite.yaml) listing the datasets")
+    config = load_config(SinglePointSuiteConfig(), args.config, args.set)
+    datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
+    summary = run_suite(
+        config, args.data, args.out, datasets=datasets, limit=args.limit, device=args.device, progress=not args.quiet
+    )
+    if summary is not None:
+        print(format_table(summary))
+        print(f"results in {Path(args.out) / 'results.json'}")
     return 0
 
 
@@ -399,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     from samtasks.evaluation import benchmarks
 
     bench = sub.add_parser("bench", help="run a paper benchmark from a config (resumable, shardable)")
-    bench.add_argument("name", choices=sorted(benchmarks()), help="which benchmark")
+    bench.add_argument("name", choices=sorted([*benchmarks(), "single-point"]), help="which benchmark")
     bench.add_argument("--data", required=True, help="dataset root; the config's paths are relative to it")
     bench.add_argument("--config", help="YAML config (default: the paper protocol, see configs/)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -407,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", help="overrides model.device")
     bench.add_argument("--detections", help="instance benchmarks: COCO results JSON of boxes (detector.detections)")
     bench.add_argument("--detector", help="instance benchmarks: yolov8, yolo11, torchvision:<model> (detector.name)")
+    bench.add_argument("--datasets", metavar="A,B", help="single-point: only these datasets of the config")
     bench.add_argument("--out", required=True, help="output folder; run again with the same one to resume")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)

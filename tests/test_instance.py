@@ -260,4 +260,6 @@ def test_detector_errors_are_clear(tmp_path, capsys):
     assert main(["instance", str(image), "--detector-weights", str(bad), "--out", str(tmp_path / "o")]) == 1
     assert "broken.pt" in capsys.readouterr().err
     assert main(["instance", str(image), "--format", "coco,tiff"]) == 2
-    assert main(["bench", "lvis-proposals", "--data", str(tmp_path), "--detector", "yolov8", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["bench", "lvis-proposals", "--data", str(tmp_path), "--detector", "yolov8", "--out", str(tmp_path)]) == 2
+    )

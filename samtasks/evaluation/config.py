@@ -85,6 +85,11 @@ def _assign(data: dict, keys: list[str], value: Any) -> None:
     data[keys[-1]] = value
 
 
+def build_dataclass(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
+    """`cls` from a mapping, with the checks and messages of `load_config` (`prefix` names the key path)."""
+    return _build(cls, data, source, prefix)
+
+
 def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")

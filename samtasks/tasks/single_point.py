@@ -1,0 +1,193 @@
+"""Single-point valid-mask evaluation and interactive clicks (PAPER.md section 2).
+
+The first click is the object's "center" (the interior point farthest from the boundary); later
+clicks follow the RITM protocol: the next click goes to the pixel farthest from the boundary of the
+larger error region (false negatives -> positive click, false positives -> negative click). All
+objects of an image are clicked in lockstep, so each click step is one batched decoder call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from samtasks.predictor import SamPredictor
+
+FIRST_POINTS = ("center", "random")
+
+
+def _padded_distance(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance to the nearest pixel outside `mask`, the image border counting as outside."""
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+
+
+def center_point(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the mask pixel farthest from the mask boundary (and from the image border); ties go to
+    the first pixel in row-major order.
+
+    Raises:
+        ValueError: an empty mask.
+    """
+    if not mask.any():
+        raise ValueError("center_point of an empty mask")
+    y, x = np.unravel_index(int(np.argmax(_padded_distance(mask))), mask.shape)
+    return int(x), int(y)
+
+
+def random_point(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """(x, y) of a uniformly drawn mask pixel."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        raise ValueError("random_point of an empty mask")
+    i = int(rng.integers(len(ys)))
+    return int(xs[i]), int(ys[i])
+
+
+def next_click(gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray | None = None) -> tuple[int, int, bool] | None:
+    """The RITM click: (x, y, positive), or None when prediction and ground truth agree everywhere
+    (no pixel left to click).
+
+    Args:
+        gt, pred: `bool [H, W]`.
+        clicked: `bool [H, W]`, pixels of earlier clicks, never clicked again.
+    """
+    fn = _padded_distance(gt & ~pred)
+    fp = _padded_distance(pred & ~gt)
+    if clicked is not None:
+        fn[clicked] = 0
+        fp[clicked] = 0
+    fn_max, fp_max = fn.max(), fp.max()
+    if fn_max == 0 and fp_max == 0:
+        return None
+    positive = bool(fn_max > fp_max)
+    y, x = np.unravel_index(int(np.argmax(fn if positive else fp)), gt.shape)
+    return int(x), int(y), positive
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """IoU of two `bool [H, W]` masks, pixels in `ignore` left out; 1.0 when both are empty."""
+    if ignore is not None:
+        pred, gt = pred & ~ignore, gt & ~ignore
+    union = np.count_nonzero(pred | gt)
+    return float(np.count_nonzero(pred & gt) / union) if union else 1.0
+
+
+@dataclass
+class ClickResult:
+    """Per object, the IoU after each click."""
+
+    ious: np.ndarray  # float64 [K, N]: IoU with the ground truth after clicks 1..N (default answer)
+    oracle_iou: np.ndarray  # float64 [K]: best of the 3 first-click masks against the ground truth
+    clicks: np.ndarray  # int64 [K, N, 3]: (x, y, positive) of each click, -1 after a perfect mask
+
+
+class ClickEvaluator:
+    """Simulated clicks on the objects of one image.
+
+    Args:
+        predictor: the `SamPredictor` to prompt.
+        max_clicks: clicks per object (9 for mIoU@{1,2,3,5,9}; 20 for NoC).
+        first_point: "center" (the paper) or "random" (a seeded uniform pixel of the object).
+        feed_logits: with clicks 2..N, also feed back the previous answer's low-res logits (default;
+            the paper is silent).
+        multimask_later: use 3 outputs (highest predicted IoU) after the first click too, instead of the
+            single-mask token (default False; the paper's convention for more than one prompt point).
+        seed: the random first point's seed.
+    """
+
+    def __init__(
+        self,
+        predictor: SamPredictor,
+        *,
+        max_clicks: int = 9,
+        first_point: str = "center",
+        feed_logits: bool = True,
+        multimask_later: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if first_point not in FIRST_POINTS:
+            raise ValueError(f"first_point must be one of {', '.join(FIRST_POINTS)}, got {first_point!r}")
+        if max_clicks < 1:
+            raise ValueError(f"max_clicks must be >= 1, got {max_clicks}")
+        self.predictor = predictor
+        self.max_clicks = max_clicks
+        self.first_point = first_point
+        self.feed_logits = feed_logits
+        self.multimask_later = multimask_later
+        self.seed = seed
+
+    def evaluate(self, image: np.ndarray, gt_masks: np.ndarray, ignore: np.ndarray | None = None) -> ClickResult:
+        """Clicks on each of `gt_masks` (`bool [K, H, W]`, non-empty) in `image` (`uint8 [H, W, 3]`).
+
+        `ignore` (`bool [H, W]`, e.g. crowd regions) is left out of every IoU and never clicked."""
+        k = len(gt_masks)
+        n = self.max_clicks
+        ious = np.zeros((k, n))
+        oracle = np.zeros(k)
+        clicks = np.full((k, n, 3), -1, np.int64)
+        if k == 0:
+            return ClickResult(ious, oracle, clicks)
+        if not all(m.any() for m in gt_masks):
+            raise ValueError("every ground-truth mask must have at least one pixel")
+        self.predictor.set_image(image)
+        rng = np.random.default_rng(self.seed)
+        points = [[] for _ in range(k)]  # per object: [(x, y, label), ...]
+        clicked = np.zeros_like(gt_masks)
+        if ignore is not None:
+            clicked |= ignore[None]
+        logits = None  # [K, 1, S, S] the previous answers
+        preds = None
+        alive = np.ones(k, bool)
+        for step in range(n):
+            for i in range(k):
+                if step == 0:
+                    x, y = center_point(gt_masks[i]) if self.first_point == "center" else random_point(gt_masks[i], rng)
+                    click = (x, y, True)
+                elif alive[i]:
+                    click = next_click(gt_masks[i], preds[i], clicked[i])
+                    if click is None:  # perfect mask: it stays, the IoU stays
+                        alive[i] = False
+                if alive[i]:
+                    x, y, positive = click
+                    points[i].append((x, y, int(positive)))  # pixel indices; the prompt encoder adds 0.5
+                    clicked[i, y, x] = True
+                    clicks[i, step] = (x, y, int(positive))
+            index = np.flatnonzero(alive) if step else np.arange(k)
+            if len(index):
+                masks, low, oracle_step = self._predict(points, index, logits, step, gt_masks, ignore)
+                if step == 0:
+                    oracle = oracle_step
+                    preds = np.zeros_like(gt_masks)
+                    logits = torch.zeros((k, 1, *low.shape[-2:]), dtype=low.dtype, device=low.device)
+                preds[index] = masks
+                logits[torch.as_tensor(index, device=low.device)] = low
+            ious[:, step] = [mask_iou(preds[i], gt_masks[i], ignore) for i in range(k)]
+        self.predictor.reset_image()
+        return ClickResult(ious, oracle, clicks)
+
+    def _predict(self, points, index, logits, step, gt_masks, ignore):
+        width = step + 1
+        coords = np.zeros((len(index), width, 2), np.float32)
+        labels = np.full((len(index), width), -1, np.int64)  # -1 pads objects with fewer clicks
+        for row, i in enumerate(index):
+            for j, (x, y, label) in enumerate(points[i]):
+                coords[row, j] = (x, y)
+                labels[row, j] = label
+        multimask = step == 0 or self.multimask_later
+        mask_input = logits[torch.as_tensor(index, device=logits.device)] if (step and self.feed_logits) else None
+        out = self.predictor.predict_torch(
+            torch.from_numpy(coords), torch.from_numpy(labels), mask_input=mask_input, multimask=multimask
+        )
+        best = out.iou_scores.argmax(1)
+        rows = torch.arange(len(index), device=best.device)
+        masks = out.masks[rows, best].cpu().numpy()
+        oracle = None
+        if step == 0:
+            all_masks = out.masks.cpu().numpy()  # [K, 3, H, W]
+            oracle = np.array(
+                [max(mask_iou(m, gt_masks[i], ignore) for m in all_masks[row]) for row, i in enumerate(index)]
+            )
+        return masks, out.low_res_logits[rows, best][:, None], oracle

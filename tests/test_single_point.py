@@ -1,0 +1,221 @@
+"""Single-point evaluation: the center point, the RITM click rule (against a brute-force version),
+click metrics on hand-computed sequences, readers, and the suite end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samtasks import SamPredictor, build_sam
+from samtasks.cli import main
+from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
+from samtasks.evaluation import load_config
+from samtasks.evaluation.single_point import SinglePointSuiteConfig, run_suite
+from samtasks.metrics.single_point import ClickMetrics
+from samtasks.tasks.single_point import ClickEvaluator, center_point, mask_iou, next_click
+
+from .conftest import random_image
+from .synthetic import write_dataset
+
+
+def _grid(h=9, w=11):
+    return np.mgrid[0:h, 0:w]
+
+
+def test_center_of_a_rectangle():
+    m = np.zeros((9, 11), bool)
+    m[2:7, 3:8] = True  # rows 2..6, cols 3..7: the centre pixel (5, 4) is the only one at distance 3
+    assert center_point(m) == (5, 4)
+    m[2:7, 3:10] = True  # 5 x 7: x = 5, 6, 7 of row 4 tie at distance 3; the first wins
+    assert center_point(m) == (5, 4)
+
+
+def test_center_of_an_annulus_is_in_the_ring():
+    yy, xx = np.mgrid[0:41, 0:41]
+    r2 = (yy - 20) ** 2 + (xx - 20) ** 2
+    ring = (r2 <= 18**2) & (r2 >= 10**2)
+    x, y = center_point(ring)
+    assert ring[y, x] and 10**2 <= (y - 20) ** 2 + (x - 20) ** 2 <= 18**2
+
+
+def test_center_of_an_l_shape_and_ties_in_row_major_order():
+    m = np.zeros((10, 10), bool)
+    m[1:9, 1:4] = True  # vertical bar, 3 wide
+    m[6:9, 1:9] = True  # horizontal bar, 3 wide
+    x, y = center_point(m)
+    assert m[y, x]
+    # Every pixel on the bars' middle lines is at distance 2; the first in row-major order wins.
+    assert (x, y) == (2, 2)
+
+
+def test_border_counts_as_boundary_and_one_pixel_mask():
+    m = np.zeros((6, 6), bool)
+    m[:, :] = True
+    assert center_point(m) == (2, 2)  # distance 3 to the border for the four centre pixels; first wins
+    edge = np.zeros((6, 8), bool)
+    edge[0:2, :] = True  # a band along the top border: distance 1 everywhere; first pixel
+    assert center_point(edge) == (0, 0)
+    dot = np.zeros((5, 5), bool)
+    dot[3, 1] = True
+    assert center_point(dot) == (1, 3)
+    with pytest.raises(ValueError):
+        center_point(np.zeros((3, 3), bool))
+
+
+def _brute_distance(region: np.ndarray) -> np.ndarray:
+    """Distance from each region pixel to the nearest pixel outside it, the outside including a ring of
+    pixels around the image."""
+    h, w = region.shape
+    padded = np.pad(region, 1)
+    ys, xs = np.nonzero(~padded)
+    out = np.zeros((h, w))
+    for y, x in zip(*np.nonzero(region), strict=True):
+        out[y, x] = np.sqrt(((ys - (y + 1)) ** 2 + (xs - (x + 1)) ** 2).min())
+    return out
+
+
+def _brute_click(gt, pred, clicked):
+    fn = _brute_distance(gt & ~pred)
+    fp = _brute_distance(pred & ~gt)
+    fn[clicked] = 0
+    fp[clicked] = 0
+    if fn.max() == 0 and fp.max() == 0:
+        return None
+    positive = fn.max() > fp.max()
+    region = fn if positive else fp
+    best = region.max()
+    for y in range(gt.shape[0]):
+        for x in range(gt.shape[1]):
+            if region[y, x] == best:
+                return x, y, bool(positive)
+
+
+def test_click_rule_cases():
+    gt = np.zeros((12, 12), bool)
+    gt[2:10, 2:10] = True
+    empty = np.zeros_like(gt)
+    assert next_click(gt, empty) == (*center_point(gt), True)  # first step: the centre, positive
+    big = np.ones_like(gt)
+    x, y, positive = next_click(gt, big)  # false positives everywhere outside: negative click
+    assert not positive and not gt[y, x]
+    assert next_click(gt, gt) is None  # nothing left to click
+    clicked = np.zeros_like(gt)
+    cx, cy = center_point(gt)
+    clicked[cy, cx] = True
+    assert next_click(gt, empty, clicked)[:2] != (cx, cy)  # a clicked pixel is never chosen again
+
+
+def test_click_rule_equals_brute_force(rng):
+    for _ in range(25):
+        gt = rng.random((10, 13)) < 0.5
+        pred = rng.random((10, 13)) < 0.5
+        clicked = rng.random((10, 13)) < 0.1
+        assert next_click(gt, pred, clicked) == _brute_click(gt, pred, clicked)
+
+
+def test_click_metrics_hand_computed():
+    m = ClickMetrics(clicks_at=(1, 2, 3), noc_thresholds=(0.85, 0.9), noc_max_clicks=3)
+    m.update([[0.5, 0.86, 0.95], [0.9, 0.91, 0.92], [0.1, 0.2, 0.3]], [0.6, 0.95, 0.4])
+    out = m.compute()
+    assert out["mIoU@1"] == pytest.approx(0.5) and out["mIoU@3"] == pytest.approx((0.95 + 0.92 + 0.3) / 3)
+    assert out["oracle_mIoU@1"] == pytest.approx(0.65)
+    assert out["NoC@85"] == pytest.approx((2 + 1 + 3) / 3) and out["NoF@85"] == 1
+    assert out["NoC@90"] == pytest.approx((3 + 1 + 3) / 3) and out["NoF@90"] == 1
+    assert (
+        "NoC@85" not in ClickMetrics(noc_max_clicks=20).compute()
+        and mask_iou(np.zeros(3, bool), np.zeros(3, bool)) == 1
+    )
+
+
+def test_evaluator_on_the_tiny_model(tiny_checkpoint, rng):
+    predictor = SamPredictor(build_sam("tiny", tiny_checkpoint))
+    image = random_image(rng, 64, 80)
+    gts = np.zeros((3, 64, 80), bool)
+    gts[0, 5:30, 5:40] = True
+    gts[1, 35:60, 10:70] = True
+    gts[2, 10:20, 50:75] = True
+    result = ClickEvaluator(predictor, max_clicks=4).evaluate(image, gts)
+    assert result.ious.shape == (3, 4) and result.clicks.shape == (3, 4, 3)
+    assert np.all((0 <= result.ious) & (result.ious <= 1)) and np.all(result.oracle_iou >= 0)
+    assert tuple(result.clicks[0, 0]) == (*center_point(gts[0]), 1)
+    # A later click is the RITM click for the answer before it.
+    step1 = ClickEvaluator(predictor, max_clicks=1).evaluate(image, gts)
+    assert np.array_equal(step1.ious[:, 0], result.ious[:, 0])
+    predictor.set_image(image)
+    for i in range(3):
+        cx, cy, _ = result.clicks[i, 0]
+        first = predictor.predict(points=[[cx, cy]], labels=[1], multimask=True)
+        answer = first.masks[0, first.best()[0]]
+        clicked = np.zeros_like(gts[i])
+        clicked[cy, cx] = True
+        expected = next_click(gts[i], answer, clicked)
+        assert tuple(result.clicks[i, 1]) == ((*expected[:2], int(expected[2])) if expected else (-1, -1, -1))
+        assert result.ious[i, 0] == pytest.approx(mask_iou(answer, gts[i]))
+    random_first = ClickEvaluator(predictor, max_clicks=1, first_point="random", seed=3).evaluate(image, gts[:1])
+    x, y, _ = random_first.clicks[0, 0]
+    assert gts[0][y, x]
+
+
+def _mask_folder(root, rng):
+    (root / "images").mkdir(parents=True)
+    (root / "masks" / "a").mkdir(parents=True)
+    Image.fromarray(random_image(rng, 40, 50)).save(root / "images" / "a.png")
+    m = np.zeros((40, 50), np.uint8)
+    m[5:20, 5:25] = 255
+    Image.fromarray(m).save(root / "masks" / "a" / "0.png")
+    m2 = np.zeros((40, 50), np.uint8)
+    m2[25:35, 10:45] = 1
+    Image.fromarray(m2).save(root / "masks" / "a_1.png")
+
+
+def test_readers_and_subsample(tmp_path, rng):
+    _mask_folder(tmp_path / "mf", rng)
+    sample = MaskFolderDataset(tmp_path / "mf" / "images", tmp_path / "mf" / "masks")[0]
+    masks, ignore, anns = sample_masks(sample)
+    assert masks.shape == (2, 40, 50) and masks[0].sum() == 15 * 20 and not ignore.any()
+    (tmp_path / "ip" / "images").mkdir(parents=True)
+    (tmp_path / "ip" / "inst").mkdir()
+    Image.fromarray(random_image(rng, 30, 30)).save(tmp_path / "ip" / "images" / "b.jpg")
+    ids = np.zeros((30, 30), np.uint8)
+    ids[0:10, 0:10], ids[15:25, 15:25], ids[0:5, 20:30] = 3, 7, 255
+    Image.fromarray(ids).save(tmp_path / "ip" / "inst" / "b.png")
+    sample = InstancePngDataset(tmp_path / "ip" / "images", tmp_path / "ip" / "inst", ignore_value=255)[0]
+    masks, ignore, anns = sample_masks(sample)
+    assert [a["instance_id"] for a in anns] == [3, 7] and ignore.sum() == 50
+    ann = write_dataset(tmp_path / "coco", 4)
+    from samtasks.data import CocoDataset
+
+    samples = list(CocoDataset(ann, tmp_path / "coco" / "val2017"))
+    cut = subsample(samples, 5, seed=0)
+    assert sum(len(s.annotations) for s in cut) == 5 and cut == subsample(samples, 5, seed=0)
+
+
+def test_suite_end_to_end_with_a_missing_dataset(tmp_path, tiny_checkpoint, rng):
+    data = tmp_path / "data"
+    write_dataset(data / "shapes", 2)
+    _mask_folder(data / "folder", rng)
+    config_path = tmp_path / "suite.yaml"
+    config_path.write_text(
+        "model: {name: tiny, checkpoint: " + str(tiny_checkpoint) + "}\n"
+        "task: {max_clicks: 20}\n"
+        "datasets:\n"
+        "  shapes: {format: coco, images: shapes/val2017, annotations: shapes/annotations.json}\n"
+        "  folder: {format: mask-folder, images: folder/images, masks: folder/masks}\n"
+        "  absent: {format: coco, images: absent/images, annotations: absent/a.json}\n"
+    )
+    argv = ["bench", "single-point", "--data", str(data), "--config", str(config_path), "--out", str(tmp_path / "out")]
+    assert main([*argv, "-q"]) == 0
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(summary["datasets"]) == {"shapes", "folder"} and "absent" in summary["skipped"]
+    shapes = summary["datasets"]["shapes"]
+    assert shapes["objects"] == 6 and {"mIoU@1", "mIoU@9", "oracle_mIoU@1", "NoC@85", "NoC@90"} <= set(shapes)
+    mean = (shapes["mIoU@1"] + summary["datasets"]["folder"]["mIoU@1"]) / 2
+    assert summary["mean_over_datasets"]["mIoU@1"] == pytest.approx(mean)
+    assert (tmp_path / "out" / "miou_vs_clicks.png").is_file()
+    config = load_config(SinglePointSuiteConfig(), config_path)
+    again = run_suite(config, data, tmp_path / "out", datasets=["folder"], progress=False)  # resumes: nothing to do
+    assert again["datasets"]["folder"] == summary["datasets"]["folder"]
+    assert main([*argv, "--datasets", "nope"]) == 1
