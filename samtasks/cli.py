@@ -315,6 +315,53 @@ def cmd_instance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_text(args: argparse.Namespace) -> int:
+    import re
+
+    from PIL import Image
+
+    from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
+    from samtasks.utils.image import load_image
+    from samtasks.utils.viz import draw_overlay
+
+    prompts = [p.strip() for p in args.prompt]
+    if not prompts or not all(prompts):
+        raise UsageError("give at least one non-empty --prompt")
+    point = _floats(args.point, 2, "--point") if args.point else None
+    model, pretrained = CLIP_MODELS[args.clip]
+    model, pretrained = args.clip_model or model, args.clip_pretrained or pretrained
+    encoder = OpenClipEncoder(model, None if pretrained == "none" else pretrained, device=args.device)
+    image = load_image(args.image)
+    segmenter = TextSegmenter(_predictor(args), encoder)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    report = {
+        "image": str(args.image),
+        "clip": [args.clip_model or model, args.clip_pretrained or pretrained],
+        "queries": [],
+    }
+    for prompt in prompts:
+        result = segmenter.query(image, prompt, point=point, all=args.all)
+        slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:40] or "prompt"
+        entry = {"prompt": prompt, "index": result.index, "score": result.score, "selected": result.selected}
+        entry["point"] = list(result.refined_by_point) if result.refined_by_point else None
+        entry["ranking"] = result.ranking[:20]
+        if result.mask is None:
+            logger.warning("%r: no candidate masks in %s", prompt, args.image)
+        else:
+            Image.fromarray(result.mask.astype(np.uint8) * 255).save(out / f"{stem}_{slug}_mask.png")
+            overlay = draw_overlay(
+                image, result.mask[None], points=np.asarray([point]) if point else None, point_labels=np.ones(1)
+            )
+            overlay.save(out / f"{stem}_{slug}_overlay.png")
+            entry["files"] = [f"{stem}_{slug}_mask.png", f"{stem}_{slug}_overlay.png"]
+        report["queries"].append(entry)
+    (out / f"{stem}_text.json").write_text(json.dumps(report, indent=2))
+    logger.info("wrote %d quer%s to %s", len(prompts), "y" if len(prompts) == 1 else "ies", out)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from samtasks.evaluation import benchmarks, load_config, run_benchmark
 
@@ -331,6 +378,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             overrides.append(f"detector.detections={Path(args.detections).resolve()}")
         if args.detector:
             overrides.append(f"detector.name={args.detector}")
+    if args.pairs:
+        if args.name != "coco-text":
+            raise UsageError("--pairs applies to coco-text only")
+        overrides.append(f"pairs={Path(args.pairs).resolve()}")
     config = load_config(defaults, args.config, overrides)
     benchmark = make(args.name, config, args.data)
     result = run_benchmark(
@@ -419,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(instance)
     instance.set_defaults(func=cmd_instance)
 
+    text = sub.add_parser("text", help="the mask a text prompt describes (SAM masks ranked by CLIP)")
+    text.add_argument("image", help="image file")
+    text.add_argument("--prompt", action="append", default=[], help="text (repeatable; candidates are reused)")
+    text.add_argument("--point", metavar="X,Y", help="a click that re-prompts SAM with the chosen mask")
+    text.add_argument("--all", action="store_true", help="every candidate within the margin (plural queries)")
+    text.add_argument("--clip", default="fast", choices=["fast", "paper"], help="fast: ViT-B-32; paper: ViT-L-14-336")
+    text.add_argument("--clip-model", help="any open_clip architecture (overrides --clip)")
+    text.add_argument("--clip-pretrained", help="its open_clip pretrained tag ('none': random weights, tests)")
+    text.add_argument("--out", default="out", help="output folder (default ./out)")
+    _add_model_args(text)
+    text.set_defaults(func=cmd_text)
+
     from samtasks.evaluation import benchmarks
 
     bench = sub.add_parser("bench", help="run a paper benchmark from a config (resumable, shardable)")
@@ -431,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--detections", help="instance benchmarks: COCO results JSON of boxes (detector.detections)")
     bench.add_argument("--detector", help="instance benchmarks: yolov8, yolo11, torchvision:<model> (detector.name)")
     bench.add_argument("--datasets", metavar="A,B", help="single-point: only these datasets of the config")
+    bench.add_argument("--pairs", help="coco-text: JSON list of {image, phrase, mask} instead of COCO")
     bench.add_argument("--out", required=True, help="output folder; run again with the same one to resume")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=cmd_bench)

@@ -8,12 +8,14 @@ def benchmarks() -> dict:
     """`name -> (default config, benchmark class)` of every `samtasks bench` benchmark."""
     from samtasks.evaluation.instance import LVIS_DEFAULTS, InstanceBenchConfig, InstanceBenchmark
     from samtasks.evaluation.proposals import COCO_DEFAULTS, ProposalsBenchConfig, ProposalsBenchmark
+    from samtasks.evaluation.text import TextBenchConfig, TextBenchmark
 
     return {
         "lvis-proposals": (ProposalsBenchConfig(), ProposalsBenchmark),
         "coco-proposals": (COCO_DEFAULTS, ProposalsBenchmark),
         "coco-instance": (InstanceBenchConfig(), InstanceBenchmark),
         "lvis-instance": (LVIS_DEFAULTS, InstanceBenchmark),
+        "coco-text": (TextBenchConfig(), TextBenchmark),
     }
 
 
