@@ -176,3 +176,11 @@ def test_text_command_and_coco_text_benchmark(tmp_path, tiny_checkpoint):
     pairs = load_config(config, None, [f"pairs={tmp_path / 'pairs.json'}"])
     result = run_benchmark(TextBenchmark("coco-text", pairs, tmp_path / "coco"), tmp_path / "bench2", progress=False)
     assert result["metrics"]["queries"] == 1 and "mIoU/square" not in result["metrics"]
+
+
+def test_clip_errors_name_model_and_tag():
+    pytest.importorskip("open_clip")
+    with pytest.raises(ValueError, match="unknown open_clip model 'ViT-Q-99'"):
+        OpenClipEncoder("ViT-Q-99", None)
+    with pytest.raises(ValueError, match="no pretrained tag 'nope' for ViT-B-32"):
+        OpenClipEncoder("ViT-B-32", "nope")

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -81,14 +82,17 @@ class OpenClipEncoder:
     ) -> None:
         open_clip = import_optional("open_clip", "clip", "text prompts")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if model not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        if pretrained is not None and pretrained not in tags and not Path(pretrained).is_file():
+            raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {model}; known: {', '.join(tags)}")
         try:
             net, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=self.device)
-        except RuntimeError as err:
-            raise ValueError(f"unknown open_clip model or pretrained tag {model}/{pretrained}: {err}") from err
-        except OSError as err:  # huggingface_hub / urllib errors when offline
+        except (RuntimeError, OSError) as err:  # open_clip wraps hub / network failures in RuntimeError
             raise ValueError(
-                f"cannot download CLIP weights {model}/{pretrained} (offline?): {err}. They are fetched by open_clip "
-                "into its cache on first use; run once with network, or pass a local file as pretrained"
+                f"cannot load CLIP weights {model}/{pretrained}: {err}. open_clip downloads them into its cache "
+                "on first use, which needs network; offline, copy the file there or pass its local path as pretrained"
             ) from err
         self.model = net.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
