@@ -4,7 +4,8 @@
 encoded once per side before timing; the time is the decoding and postprocessing of all 50 boxes:
 - official, box by box as its README shows (`predict(box=...)` per box);
 - official, batched (`predict_torch` with all boxes, its documented batch path);
-- ours, batched (`InstanceSegmenter.predict`), without and with the refinement pass; the official
+- ours, batched (`InstanceSegmenter.predict`, 64 prompts per decoder call, and `--small-batch` per
+  call), without and with the refinement pass; the official
   loop with the same refinement (a second `predict` with the first low-res logits) is timed beside it.
 Masks are checked equal (zero differing pixels where the official logit is at least 1e-3 from the
 threshold) before any time is reported.
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--boxes", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--small-batch", type=int, default=8, help="also time ours with this many prompts per call")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
@@ -85,10 +87,21 @@ def main() -> None:
     plain = InstanceSegmenter(ours, refine=False)
     refined = InstanceSegmenter(ours, refine=True)
     boxes_ours = torch.as_tensor(boxes)
+
+    def ours_with_batch(size: int):
+        ours.prompt_batch_size = size
+        try:
+            return plain.predict(boxes_ours)
+        finally:
+            ours.prompt_batch_size = 64
+
     times = {
         "official_loop": best_of(lambda: official_loop(False), device, args.repeats),
         "official_batched": best_of(official_batched, device, args.repeats),
         "ours_batched": best_of(lambda: plain.predict(boxes_ours), device, args.repeats),
+        f"ours_batched_{args.small_batch}_per_call": best_of(
+            lambda: ours_with_batch(args.small_batch), device, args.repeats
+        ),
         "official_loop_refine": best_of(lambda: official_loop(True), device, args.repeats),
         "ours_batched_refine": best_of(lambda: refined.predict(boxes_ours), device, args.repeats),
     }
@@ -114,6 +127,8 @@ def main() -> None:
         "seconds": times,
         "ratios": {
             "official_loop / ours": times["official_loop"] / times["ours_batched"],
+            f"official_loop / ours_{args.small_batch}_per_call": times["official_loop"]
+            / times[f"ours_batched_{args.small_batch}_per_call"],
             "official_batched / ours": times["official_batched"] / times["ours_batched"],
             "official_loop_refine / ours_refine": times["official_loop_refine"] / times["ours_batched_refine"],
         },

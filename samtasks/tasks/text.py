@@ -23,6 +23,7 @@ from PIL import Image
 from samtasks.predictor import SamPredictor
 from samtasks.tasks.amg import AutomaticMaskGenerator, GeneratedMasks
 from samtasks.utils.image import load_image
+from samtasks.utils.masks import decode_rle
 from samtasks.utils.optional import import_optional
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class OpenClipEncoder:
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
         self.mean = tuple(float(v) for v in getattr(net.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(float(v) for v in getattr(net.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
-        self.logit_scale = float(net.logit_scale.exp())
+        self.logit_scale = float(net.logit_scale.detach().exp())
         self.batch_size = batch_size
 
     @torch.inference_mode()
@@ -266,8 +267,7 @@ class TextSegmenter:
             }
             for i in order
         ]
-        all_masks = masks.masks()
-        mask = np.any(all_masks[selected], axis=0) if all else all_masks[best]
+        mask = np.any([decode_rle(masks.rles[i]).astype(bool) for i in selected], axis=0)
         result = TextResult(prompt, mask, float(probs[best]), best, selected, ranking)
         if point is not None:
             result = dataclasses.replace(result, mask=self._refine(found, best, point), refined_by_point=tuple(point))
