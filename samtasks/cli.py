@@ -363,6 +363,15 @@ def cmd_text(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from samtasks.evaluation.runner import finish_distributed
+
+    try:
+        return _bench(args)
+    finally:
+        finish_distributed()
+
+
+def _bench(args: argparse.Namespace) -> int:
     from samtasks.evaluation import benchmarks, load_config, run_benchmark
 
     if args.name == "single-point":

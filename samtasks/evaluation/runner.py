@@ -225,10 +225,6 @@ def run_benchmark(
         store.close()
     run_s = time.perf_counter() - start
     _barrier(dist)
-    if dist.world_size > 1:
-        import torch.distributed as torch_dist
-
-        torch_dist.destroy_process_group()
     if dist.rank != 0:
         return None
 
@@ -263,6 +259,15 @@ def run_benchmark(
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out / "results.json")
     return result
+
+
+def finish_distributed() -> None:
+    """Destroys the process group `run_benchmark` created (call once, after the last run; a suite
+    of runs shares one group)."""
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def _barrier(dist: DistInfo) -> None:
