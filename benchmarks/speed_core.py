@@ -80,6 +80,20 @@ def load_image() -> tuple[np.ndarray, str]:
         return data.astronaut(), "skimage astronaut"
 
 
+def same_weights(name: str):
+    """The official model with the official constructor's seeded random weights, and ours loaded
+    from the same weights saved in the official `.pth` format: `(official, ours)`."""
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    official = sam_model_registry[name]()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pth"
+        torch.save(official.state_dict(), path)
+        ours = build_sam(name, path)
+    return official, ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
@@ -90,15 +104,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from segment_anything import SamPredictor as OfficialPredictor
-    from segment_anything import sam_model_registry
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    official_model = sam_model_registry[args.model]()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pth"
-        torch.save(official_model.state_dict(), path)
-        ours_model = build_sam(args.model, path)
+    official_model, ours_model = same_weights(args.model)
     official_model.to(device).eval()
     image, image_name = load_image()
     h, w = image.shape[:2]

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from speed_core import best_of, load_image
+from speed_core import best_of, load_image, same_weights
 
 
 def random_boxes(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -47,18 +46,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from segment_anything import SamPredictor as OfficialPredictor
-    from segment_anything import sam_model_registry
 
-    from samtasks import SamPredictor, build_sam
+    from samtasks import SamPredictor
     from samtasks.tasks.instance import InstanceSegmenter
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    official_model = sam_model_registry[args.model]()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pth"
-        torch.save(official_model.state_dict(), path)
-        ours_model = build_sam(args.model, path)
+    official_model, ours_model = same_weights(args.model)
     official = OfficialPredictor(official_model.to(device).eval())
     ours = SamPredictor(ours_model, device=device, prompt_batch_size=64)
     image, image_name = load_image()

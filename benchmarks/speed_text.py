@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from speed_core import load_image
+from speed_core import load_image, same_weights
 
 
 def main() -> None:
@@ -35,16 +34,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
-    from segment_anything import sam_model_registry
-
-    from samtasks import SamPredictor, build_sam
+    from samtasks import SamPredictor
     from samtasks.tasks.text import OpenClipEncoder, TextSegmenter, mask_crop
 
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pth"
-        torch.save(sam_model_registry[args.model]().state_dict(), path)
-        predictor = SamPredictor(build_sam(args.model, path), device=args.device)
+    predictor = SamPredictor(same_weights(args.model)[1], device=args.device)
     encoder = OpenClipEncoder(args.clip, pretrained=None, device=args.device)
     knobs = {"points_per_side": args.points_per_side, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     segmenter = TextSegmenter(predictor, encoder, box_nms_thresh=1.0, **knobs)

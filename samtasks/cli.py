@@ -121,29 +121,19 @@ def cmd_point(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(items: list, enabled: bool, desc: str):
-    if not enabled or len(items) < 2:
-        return items
-    from tqdm import tqdm
+def _overrides(items: Sequence[str]) -> dict:
+    """`--set key=value` strings -> dict (values parsed as YAML)."""
+    from samtasks.evaluation.config import ConfigError, parse_assignment
 
-    return tqdm(items, desc=desc, unit="img", dynamic_ncols=True)
-
-
-def _overrides(items: Sequence[str], name: str) -> dict:
-    """`key=value` strings (values parsed as YAML) -> dict."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{name} expects key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+    try:
+        return dict(parse_assignment(item) for item in items)
+    except ConfigError as err:
+        raise UsageError(str(err)) from err
 
 
 def cmd_proposals(args: argparse.Namespace) -> int:
 
+    from samtasks.evaluation.runner import progress_bar
     from samtasks.tasks.amg import PRESETS as AMG_PRESETS
     from samtasks.tasks.amg import AutomaticMaskGenerator
     from samtasks.tasks.proposals import PRESETS, ProposalGenerator
@@ -153,7 +143,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
 
     if args.preset not in PRESETS and args.preset not in AMG_PRESETS:
         raise UsageError(f"--preset must be one of {', '.join([*PRESETS, *AMG_PRESETS])}, got {args.preset!r}")
-    knobs = _overrides(args.set, "--set")
+    knobs = _overrides(args.set)
     paths = list_images(args.source)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +166,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     except TypeError as err:
         raise UsageError(f"--set: {err}") from err
     failed = []
-    for path in _progress(todo, not args.quiet, "proposals"):
+    for path in progress_bar(todo, not args.quiet, "proposals"):
         try:
             image = load_image(path)
         except ImageReadError as err:
@@ -226,6 +216,7 @@ def cmd_instance(args: argparse.Namespace) -> int:
     import shutil
 
     from samtasks.evaluation import ResultsStore
+    from samtasks.evaluation.runner import progress_bar
     from samtasks.tasks.detectors import PrecomputedDetections, make_detector
     from samtasks.tasks.instance import InstanceSegmenter
     from samtasks.utils.export import coco_results, write_yolo_dataset_yaml, yolo_label_lines
@@ -264,7 +255,7 @@ def cmd_instance(args: argparse.Namespace) -> int:
         (out / "images").mkdir(exist_ok=True)
     failed = []
     try:
-        for image_id, path in _progress(todo, not args.quiet, "instance"):
+        for image_id, path in progress_bar(todo, not args.quiet, "instance"):
             try:
                 image = load_image(path)
             except ImageReadError as err:

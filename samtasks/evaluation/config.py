@@ -40,16 +40,21 @@ def load_config(defaults: T, path: str | Path | None = None, overrides: typing.S
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {key}: cannot parse {value!r}: {err}") from err
+        key, parsed = parse_assignment(item)
         _assign(data, key.split("."), parsed)
         source = f"{source} with --set" if "--set" not in source else source
     return _build(type(defaults), _merge(to_dict(defaults), data), source, "")
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """A `--set key=value` string -> (key, value parsed as YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse {value!r}: {err}") from err
 
 
 def to_dict(config: Any) -> dict:

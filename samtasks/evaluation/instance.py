@@ -97,12 +97,12 @@ class InstanceBenchmark:
         if isinstance(self.detector, PrecomputedDetections):
             return None
         if self.category_ids is None:
-            by_name = {c["name"].replace("_", " ").lower(): i for i, c in self.dataset.categories.items()}
-            self.category_ids = {
-                k: by_name[v.replace("_", " ").lower()]
-                for k, v in names.items()
-                if v.replace("_", " ").lower() in by_name
-            }
+
+            def key(name: str) -> str:
+                return name.replace("_", " ").lower()
+
+            by_name = {key(c["name"]): i for i, c in self.dataset.categories.items()}
+            self.category_ids = {k: by_name[key(v)] for k, v in names.items() if key(v) in by_name}
             if not self.category_ids:
                 raise ValueError("no detector class name matches a dataset category name")
         return self.category_ids

@@ -185,10 +185,11 @@ def run_benchmark(
         if not torch_dist.is_initialized():
             # Only barriers go over this group; a long timeout lets ranks finish far apart.
             torch_dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    if dist.rank == 0:
+    if dist.rank == 0:  # writes config.yaml on a first run; the other ranks read it after the barrier
         _check_config(out, benchmark.config)
     _barrier(dist)
-    _check_config(out, benchmark.config)
+    if dist.rank != 0:
+        _check_config(out, benchmark.config)
 
     samples = benchmark.samples()
     if limit is not None:
@@ -211,7 +212,7 @@ def run_benchmark(
         benchmark.setup(_device_for(dist, device))
         used_device = str(resolve_device(_device_for(dist, device)))
     setup_s = time.perf_counter() - start
-    bar = _progress(mine, progress and dist.rank == 0, benchmark.name)
+    bar = progress_bar(mine, progress and dist.rank == 0, benchmark.name)
     try:
         for sample in bar:
             t0 = time.perf_counter()
@@ -277,8 +278,9 @@ def _barrier(dist: DistInfo) -> None:
         torch_dist.barrier()
 
 
-def _progress(items: list, enabled: bool, name: str):
-    if not enabled or not items:
+def progress_bar(items: list, enabled: bool, name: str):
+    """`items` wrapped in a tqdm bar (images/s, ETA) when enabled and there is more than one."""
+    if not enabled or len(items) < 2:
         return items
     from tqdm import tqdm
 

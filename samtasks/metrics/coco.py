@@ -21,15 +21,15 @@ def _segm_only(results: list[dict]) -> list[dict]:
     return [{k: copy.deepcopy(r[k]) for k in keep} for r in results]
 
 
-class CocoMaskAP:
-    """COCO mask AP accumulator: `update(results)` per image, `compute()` once.
+class _MaskAP:
+    """Collects results per image; `compute()` runs the official tool once on all of them.
 
     Args:
-        annotations: the ground-truth JSON (COCO format).
-        max_dets: detections per image (COCO: 100).
+        annotations: the ground-truth JSON.
+        max_dets: detections per image the tool sees.
     """
 
-    def __init__(self, annotations: str | Path, max_dets: int = 100) -> None:
+    def __init__(self, annotations: str | Path, max_dets: int) -> None:
         self.annotations = str(annotations)
         self.max_dets = max_dets
         self.results: list[dict] = []
@@ -38,6 +38,13 @@ class CocoMaskAP:
     def update(self, image_id: int, results: list[dict]) -> None:
         self.image_ids.append(image_id)
         self.results.extend(_segm_only(results))
+
+
+class CocoMaskAP(_MaskAP):
+    """COCO mask AP (pycocotools, 100 detections per image): AP, AP50, AP75, APs, APm, APl."""
+
+    def __init__(self, annotations: str | Path, max_dets: int = 100) -> None:
+        super().__init__(annotations, max_dets)
 
     def compute(self) -> dict[str, float]:
         from pycocotools.coco import COCO
@@ -56,19 +63,12 @@ class CocoMaskAP:
         return dict(zip(COCO_KEYS, (float(v) for v in evaluator.stats[:6]), strict=True))
 
 
-class LvisMaskAP:
-    """LVIS mask AP accumulator (federated rules, 300 detections per image, APr / APc / APf)."""
+class LvisMaskAP(_MaskAP):
+    """LVIS mask AP (the `lvis` package: federated rules, 300 detections per image, APr / APc / APf)."""
 
     def __init__(self, annotations: str | Path, max_dets: int = 300) -> None:
         import_optional("lvis", "lvis", "LVIS evaluation")
-        self.annotations = str(annotations)
-        self.max_dets = max_dets
-        self.results: list[dict] = []
-        self.image_ids: list[int] = []
-
-    def update(self, image_id: int, results: list[dict]) -> None:
-        self.image_ids.append(image_id)
-        self.results.extend(_segm_only(results))
+        super().__init__(annotations, max_dets)
 
     def compute(self) -> dict[str, float]:
         from lvis import LVIS, LVISEval, LVISResults

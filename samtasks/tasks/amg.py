@@ -19,7 +19,7 @@ from torchvision.ops import batched_nms
 
 from samtasks.predictor import SamPredictor
 from samtasks.utils.image import load_image
-from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions
+from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,15 @@ class GeneratedMasks:
         areas = self.areas
         out = []
         for i, rle in enumerate(self.rles):
-            x0, y0, x1, y1 = self.boxes[i].tolist()
-            cx0, cy0, cx1, cy1 = self.crop_boxes[i].tolist()
             out.append(
                 {
                     "segmentation": rle,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "bbox": xyxy_to_xywh(self.boxes[i]),
                     "area": int(areas[i]),
                     "predicted_iou": float(self.predicted_iou[i]),
                     "point_coords": [self.points[i].tolist()],
                     "stability_score": float(self.stability_score[i]),
-                    "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
+                    "crop_box": [int(v) for v in xyxy_to_xywh(self.crop_boxes[i])],
                 }
             )
         return out

@@ -23,7 +23,7 @@ from PIL import Image
 from samtasks.predictor import SamPredictor
 from samtasks.tasks.amg import AutomaticMaskGenerator, GeneratedMasks
 from samtasks.utils.image import load_image
-from samtasks.utils.masks import decode_rle
+from samtasks.utils.masks import decode_rle, xyxy_to_xywh
 from samtasks.utils.optional import import_optional
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class TextSegmenter:
                 "probability": float(probs[i]),
                 "similarity": float(similarity[i]),
                 "area": int(areas[i]),
-                "bbox": [float(v) for v in _xywh(masks.boxes[i])],
+                "bbox": xyxy_to_xywh(masks.boxes[i]),
             }
             for i in order
         ]
@@ -279,8 +279,3 @@ class TextSegmenter:
         out = self.predictor.predict(points=[point], labels=[1], mask_input=logits, multimask=False)
         self.predictor.reset_image()
         return out.masks[0, 0]
-
-
-def _xywh(box: np.ndarray) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [x0, y0, x1 - x0, y1 - y0]

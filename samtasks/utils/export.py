@@ -10,7 +10,7 @@ import yaml
 from skimage import measure
 
 from samtasks.structures import InstanceMasks
-from samtasks.utils.masks import encode_rle
+from samtasks.utils.masks import encode_rle, xyxy_to_xywh
 
 
 def coco_results(instances: InstanceMasks, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict]:
@@ -28,14 +28,13 @@ def coco_results(instances: InstanceMasks, image_id: int, category_ids: dict[int
         category = label if category_ids is None else category_ids.get(label)
         if category is None:
             continue
-        x0, y0, x1, y1 = (float(v) for v in instances.boxes[i])
         out.append(
             {
                 "image_id": image_id,
                 "category_id": category,
                 "category_name": instances.names.get(label, str(label)),
                 "segmentation": rle,
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "bbox": xyxy_to_xywh(instances.boxes[i]),
                 "score": float(instances.scores[i]),
             }
         )

@@ -32,6 +32,12 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
+def xyxy_to_xywh(box) -> list[float]:
+    """`[x0, y0, x1, y1]` -> COCO `[x, y, w, h]` (plain floats, JSON-ready)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
 def encode_rle(masks: np.ndarray) -> list[dict]:
     """`bool [N, H, W]` -> COCO compressed RLEs with `counts` as str (JSON-ready)."""
     if len(masks) == 0:
