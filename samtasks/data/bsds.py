@@ -1,0 +1,57 @@
+"""BSDS500: `images/<split>/<id>.jpg` with `groundTruth/<split>/<id>.mat` (a 1xK cell of annotators, each
+a struct with `Segmentation` and `Boundaries`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samtasks.data.coco import DatasetError
+from samtasks.structures import Sample
+
+
+def load_boundaries(path: str | Path) -> list[np.ndarray]:
+    """The annotators' boundary maps of a BSDS `groundTruth/<id>.mat`: `bool [H, W]` each."""
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"ground truth not found: {path}")
+    try:
+        cells = loadmat(str(path))["groundTruth"][0]
+        return [np.asarray(cell["Boundaries"][0][0], bool) for cell in cells]
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as err:
+        raise DatasetError(
+            f"cannot read BSDS ground truth {path} (needs a groundTruth cell of Boundaries): {err}"
+        ) from err
+
+
+class BsdsDataset:
+    """The images of one split that have ground truth, sorted by id.
+
+    Args:
+        root: the folder holding `images/` and `groundTruth/`.
+        split: `test`, `val` or `train`; a root without split folders (files directly in `images/`
+            and `groundTruth/`) is read as it is.
+    """
+
+    def __init__(self, root: str | Path, split: str = "test") -> None:
+        root = Path(root)
+        self.gt_dir, self.image_dir = root / "groundTruth" / split, root / "images" / split
+        if not self.gt_dir.is_dir():
+            self.gt_dir, self.image_dir = root / "groundTruth", root / "images"
+        self.gt_paths = sorted(self.gt_dir.glob("*.mat"), key=lambda p: (len(p.stem), p.stem))
+        if not self.gt_paths:
+            raise DatasetError(f"no BSDS ground truth (.mat) in {root}/groundTruth/{split} or {root}/groundTruth")
+
+    def __len__(self) -> int:
+        return len(self.gt_paths)
+
+    def __getitem__(self, index: int) -> Sample:
+        gt = self.gt_paths[index]
+        image = self.image_dir / f"{gt.stem}.jpg"
+        return Sample(image_id=gt.stem, path=image, height=0, width=0, annotations=({"groundTruth": str(gt)},))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
