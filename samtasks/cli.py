@@ -353,6 +353,85 @@ def cmd_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edges(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from samtasks.evaluation.runner import progress_bar
+    from samtasks.tasks.amg import AmgSettings
+    from samtasks.tasks.edges import EdgeDetector, EdgeSettings
+    from samtasks.utils.image import list_images, load_image
+
+    knobs = _overrides(args.set)
+    edge_fields = {f.name for f in dataclasses.fields(EdgeSettings)} - {"amg", "amg_preset"}
+    amg_fields = {f.name for f in dataclasses.fields(AmgSettings)}
+    unknown = sorted(set(knobs) - edge_fields - amg_fields)
+    if unknown:
+        raise UsageError(f"--set: unknown knob(s) {', '.join(unknown)}; edge knobs: {', '.join(sorted(edge_fields))}")
+    amg = {k: v for k, v in knobs.items() if k not in edge_fields}
+    try:
+        settings = EdgeSettings(amg=amg, **{k: v for k, v in knobs.items() if k in edge_fields})
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--set: {err}") from err
+    paths = list_images(args.source)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in paths if args.overwrite or not (out / f"{p.stem}.png").is_file()]
+    if len(todo) < len(paths):
+        logger.info(
+            "%d of %d images already have maps in %s (--overwrite redoes them)", len(paths) - len(todo), len(paths), out
+        )
+    if not todo:
+        return 0
+    detector = EdgeDetector(_predictor(args), settings)
+    failed = []
+    for path in progress_bar(todo, not args.quiet, "edges"):
+        try:
+            image = load_image(path)
+        except ImageReadError as err:
+            logger.warning("skipped: %s", err)
+            failed.append(str(path))
+            continue
+        result = detector.detect(image)
+        tmp = result.save(out / f"{path.stem}.tmp.png")
+        tmp.replace(out / f"{path.stem}.png")
+        logger.debug("%s: %d masks", path.name, result.num_masks)
+    logger.info("wrote %d edge map(s) to %s", len(todo) - len(failed), out)
+    if failed:
+        logger.warning("%d image(s) could not be read: %s", len(failed), ", ".join(failed))
+        return 1
+    return 0
+
+
+def cmd_eval_edges(args: argparse.Namespace) -> int:
+    from samtasks.evaluation.runner import progress_bar
+    from samtasks.metrics.bsds import evaluate_folder
+
+    gt = Path(args.gt)
+    if gt.is_dir() and not any(gt.glob("*.mat")) and (gt / "groundTruth" / "test").is_dir():
+        gt = gt / "groundTruth" / "test"  # a BSDS500 root
+    if args.thresholds < 1:
+        raise UsageError(f"--thresholds must be >= 1, got {args.thresholds}")
+    if not 0 < args.max_dist < 1:
+        raise UsageError(f"--max-dist is a fraction of the diagonal in (0, 1), got {args.max_dist}")
+
+    bench = evaluate_folder(
+        args.pred,
+        gt,
+        n_thresholds=args.thresholds,
+        max_dist=args.max_dist,
+        thinning=not args.no_thin,
+        workers=args.workers,
+        limit=args.limit,
+        progress=lambda results, total: progress_bar(results, not args.quiet, "eval-edges", total=total),
+    )
+    metrics = bench.write(args.out)
+    print(
+        f"ODS {metrics['ODS']:.4f}  OIS {metrics['OIS']:.4f}  AP {metrics['AP']:.4f}  R50 {metrics['R50']:.4f}"
+        f"  ({metrics['images']} images; files in {args.out})"
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from samtasks.evaluation.runner import finish_distributed
 
@@ -383,7 +462,8 @@ def _bench(args: argparse.Namespace) -> int:
             raise UsageError("--pairs applies to coco-text only")
         overrides.append(f"pairs={Path(args.pairs).resolve()}")
     config = load_config(defaults, args.config, overrides)
-    benchmark = make(args.name, config, args.data)
+    extra = {"out": args.out} if args.name == "bsds-edges" else {}  # it saves edge maps beside the records
+    benchmark = make(args.name, config, args.data, **extra)
     result = run_benchmark(
         benchmark, args.out, limit=args.limit, device=args.device or config.model.device, progress=not args.quiet
     )
@@ -483,6 +563,27 @@ def build_parser() -> argparse.ArgumentParser:
     text.set_defaults(func=cmd_text)
 
     from samtasks.evaluation import benchmarks
+
+    edges = sub.add_parser("edges", help="soft edge maps (8-bit PNG, the BSDS benchmark's format)")
+    edges.add_argument("source", help="image file, folder or glob pattern")
+    edges.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="an edge or AMG knob")
+    edges.add_argument("--overwrite", action="store_true", help="redo images that already have a map in --out")
+    edges.add_argument("--out", default="out", help="output folder (default ./out)")
+    edges.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_args(edges)
+    edges.set_defaults(func=cmd_edges)
+
+    ev = sub.add_parser("eval-edges", help="BSDS boundary benchmark (ODS/OIS/AP/R50) of any edge maps, no MATLAB")
+    ev.add_argument("--pred", required=True, help="folder of <id>.png / .npy / .mat (ucm2 or segs) maps")
+    ev.add_argument("--gt", required=True, help="folder of BSDS <id>.mat ground truth (or a BSDS500 root)")
+    ev.add_argument("--thresholds", type=int, default=99, help="number of thresholds (default 99)")
+    ev.add_argument("--max-dist", type=float, default=0.0075, help="match distance / diagonal (default 0.0075)")
+    ev.add_argument("--no-thin", action="store_true", help="do not thin the thresholded maps")
+    ev.add_argument("--workers", type=int, help="processes (default: all cores)")
+    ev.add_argument("--limit", type=int, help="only the first N images")
+    ev.add_argument("--out", required=True, help="folder for eval_bdry*.txt, pr_curve.txt/png")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval_edges)
 
     bench = sub.add_parser("bench", help="run a paper benchmark from a config (resumable, shardable)")
     bench.add_argument("name", choices=sorted([*benchmarks(), "single-point"]), help="which benchmark")

@@ -73,3 +73,17 @@ class InstanceMasks:
 
     def __len__(self) -> int:
         return len(self.masks)
+
+
+@dataclass
+class EdgeMap:
+    """A soft edge map of one image."""
+
+    edges: np.ndarray  # float32 [H, W] in [0, 1], original image frame
+    num_masks: int  # masks that contributed
+
+    def save(self, path) -> Path:
+        """An 8-bit PNG (the BSDS benchmark's input format)."""
+        from samtasks.tasks.edges import save_edge_map
+
+        return save_edge_map(path, self.edges)

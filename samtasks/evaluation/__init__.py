@@ -6,6 +6,7 @@ from samtasks.evaluation.runner import DistInfo, ResultsStore, run_benchmark
 
 def benchmarks() -> dict:
     """`name -> (default config, benchmark class)` of every `samtasks bench` benchmark."""
+    from samtasks.evaluation.edges import EdgesBenchConfig, EdgesBenchmark
     from samtasks.evaluation.instance import LVIS_DEFAULTS, InstanceBenchConfig, InstanceBenchmark
     from samtasks.evaluation.proposals import COCO_DEFAULTS, ProposalsBenchConfig, ProposalsBenchmark
     from samtasks.evaluation.text import TextBenchConfig, TextBenchmark
@@ -16,6 +17,7 @@ def benchmarks() -> dict:
         "coco-instance": (InstanceBenchConfig(), InstanceBenchmark),
         "lvis-instance": (LVIS_DEFAULTS, InstanceBenchmark),
         "coco-text": (TextBenchConfig(), TextBenchmark),
+        "bsds-edges": (EdgesBenchConfig(), EdgesBenchmark),
     }
 
 

@@ -278,10 +278,12 @@ def _barrier(dist: DistInfo) -> None:
         torch_dist.barrier()
 
 
-def progress_bar(items: list, enabled: bool, name: str):
-    """`items` wrapped in a tqdm bar (images/s, ETA) when enabled and there is more than one."""
-    if not enabled or len(items) < 2:
+def progress_bar(items, enabled: bool, name: str, total: int | None = None):
+    """`items` (a list, or any iterable of `total` items) wrapped in a tqdm bar (images/s, ETA) when
+    enabled and there is more than one."""
+    total = len(items) if total is None else total
+    if not enabled or total < 2:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=name, unit="img", dynamic_ncols=True)
+    return tqdm(items, total=total, desc=name, unit="img", dynamic_ncols=True)

@@ -429,8 +429,8 @@ class BoundaryBenchmark:
         }
 
     def write(self, folder: str | Path, *, plot: bool = True) -> dict[str, float]:
-        """Writes `eval_bdry.txt`, `eval_bdry_img.txt`, `eval_bdry_thr.txt` (the official format), `pr_curve.txt`
-        (threshold, recall, precision, F per line) and `pr_curve.png`; returns `compute()`."""
+        """Writes `eval_bdry.txt`, `eval_bdry_img.txt`, `eval_bdry_thr.txt` (the official format), `images.txt`
+        (the image index of `eval_bdry_img.txt` -> name) and `pr_curve.png`; returns `compute()`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.compute()
