@@ -14,6 +14,7 @@ from samtasks.structures import Sample
 def load_boundaries(path: str | Path) -> list[np.ndarray]:
     """The annotators' boundary maps of a BSDS `groundTruth/<id>.mat`: `bool [H, W]` each."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     path = Path(path)
     if not path.is_file():
@@ -21,7 +22,7 @@ def load_boundaries(path: str | Path) -> list[np.ndarray]:
     try:
         cells = loadmat(str(path))["groundTruth"][0]
         return [np.asarray(cell["Boundaries"][0][0], bool) for cell in cells]
-    except (OSError, KeyError, ValueError, IndexError, TypeError) as err:
+    except (OSError, KeyError, ValueError, IndexError, TypeError, MatReadError) as err:
         raise DatasetError(
             f"cannot read BSDS ground truth {path} (needs a groundTruth cell of Boundaries): {err}"
         ) from err

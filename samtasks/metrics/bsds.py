@@ -492,6 +492,8 @@ def load_prediction(path: str | Path) -> np.ndarray:
     `.npy` float map, or the official benchmark's `.mat` inputs: `ucm2` (a double-size map sampled at
     `[2::2, 2::2]`) or `segs` (a cell of T segmentations: their boundaries, one binary map per threshold).
     """
+    from scipy.io.matlab import MatReadError
+
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -506,7 +508,7 @@ def load_prediction(path: str | Path) -> np.ndarray:
             array = array[..., 0] if array.ndim == 3 else array
             top = 65535.0 if array.dtype == np.uint16 else 255.0
             prob = array.astype(np.float64) / top
-    except (OSError, ValueError, KeyError, IndexError) as err:
+    except (OSError, ValueError, KeyError, IndexError, MatReadError) as err:
         raise ValueError(f"cannot read prediction {path}: {err}") from err
     if prob.dtype == bool:
         return prob
