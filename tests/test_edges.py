@@ -1,0 +1,206 @@
+"""Edge detection: the filtering steps on hand-made masks, the NMS against pyedgeeval, the adapter on the
+tiny model, the PNG format, and the `edges`, `eval-edges` and `bench bsds-edges` commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samtasks import SamPredictor, build_sam
+from samtasks.cli import main
+from samtasks.metrics.bsds import load_prediction
+from samtasks.tasks import edges as E
+
+from .conftest import random_image
+
+GOLDEN = Path(__file__).parent / "golden" / "bsds500-bench"
+
+
+def _disc_logits(h=40, w=50, cy=20, cx=25, r=10.0) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return (r - torch.hypot((yy - cy).float(), (xx - cx).float())) * 2.0  # > 0 inside the disc
+
+
+def test_gate_keeps_only_the_outer_boundary_ring():
+    logits = _disc_logits()[None]
+    inside = logits[0] > 0
+    ring = torch.nn.functional.max_pool2d(inside.float()[None, None], 3, 1, 1)[0, 0].bool() & ~inside
+    gated = E.mask_edges(logits)[0]
+    assert ((gated > 0) == ring).all()  # the probability changes across the ring, so Sobel is > 0 on it
+    ungated = E.mask_edges(logits, gate=False)[0]
+    assert (ungated[ring] == gated[ring]).all()
+    assert (ungated[inside] > 0).any() and (gated[inside] == 0).all()
+
+
+def test_nms_equals_pyedgeeval_on_random_maps():
+    pe = pytest.importorskip("pyEdgeEval")
+    toolbox = pytest.importorskip("pyEdgeEval.preprocess.nms.toolbox")
+    rng = np.random.default_rng(0)
+    for shape in [(37, 53), (120, 90), (9, 8)]:
+        x = rng.random(shape) ** 3
+        x[rng.random(shape) < 0.3] = 0
+        for r in (1.0, 4):
+            np.testing.assert_allclose(E.conv_tri(x, r), toolbox.conv_tri(x, int(r)), rtol=0, atol=1e-14)
+        o = E.edge_orientation(x)
+        for radius, border, m in [(1, 5, 1.01), (2, 3, 1.0)]:
+            ours = E.edge_nms(x, o, radius=radius, border=border, multiplier=m)
+            np.testing.assert_array_equal(ours, pe.nms(x, o, r=radius, s=border, m=m))
+
+
+def test_nms_thins_a_blurred_line_to_its_ridge():
+    yy, xx = np.mgrid[0:40, 0:60]
+    distance = (yy - 0.3 * xx - 10) / np.hypot(1, 0.3)  # a tilted line
+    x = np.exp(-(distance**2) / 4)
+    out = E.edge_nms(x, E.edge_orientation(x))
+    inner = out[:, 6:54]
+    assert (inner.max(0) > 0).all()  # the ridge survives in every column
+    assert (np.abs(distance[:, 6:54][inner > 0]) < 1).all()  # and only pixels next to it
+    assert (inner > 0).sum(0).max() <= 2
+    assert not out[:, 0].any() and not out[0].any()  # the border fades to 0
+
+
+def test_conv_tri_keeps_constants_and_mass():
+    x = np.full((10, 12), 0.5)
+    np.testing.assert_allclose(E.conv_tri(x, 4), x)
+    y = np.zeros((21, 21))
+    y[10, 10] = 1
+    assert E.conv_tri(y, 1).sum() == pytest.approx(1.0)
+    assert E.conv_tri(y, 1)[10, 10] == pytest.approx(0.25)  # [1 2 1] / 4 per axis
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):
+    return SamPredictor(build_sam("tiny", tiny_checkpoint))
+
+
+def test_full_size_logits_equal_the_predictors_upsampling(predictor):
+    image = random_image(np.random.default_rng(1), 48, 64)
+    detector = E.EdgeDetector(predictor, E.EdgeSettings(amg={"points_per_side": 4, "box_nms_thresh": 1.0}))
+    masks = detector.generator.generate(image)
+    assert len(masks) > 1
+    ours = detector._full_logits(masks, slice(0, len(masks)))
+    predictor.set_image(image)
+    reference = predictor.upsample(torch.from_numpy(masks.low_res_logits)[:, None])[:, 0]
+    predictor.reset_image()
+    torch.testing.assert_close(ours, reference.float())
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        E.EdgeSettings(),
+        E.EdgeSettings(gate=False, reduce="mean", suppression="thin"),
+        E.EdgeSettings(amg={"crop_n_layers": 1}),
+    ],
+)
+def test_detector_contract(predictor, settings):
+    image = random_image(np.random.default_rng(2), 50, 70)
+    result = E.EdgeDetector(predictor, settings).detect(image)
+    assert result.edges.shape == (50, 70) and result.edges.dtype == np.float32
+    assert 0 <= result.edges.min() and result.edges.max() <= 1
+    assert result.num_masks >= 1 and result.edges.max() > 0
+
+
+def test_edges_lie_on_the_kept_masks_outer_rings(predictor):
+    image = random_image(np.random.default_rng(3), 50, 70)
+    settings = E.EdgeSettings(suppression="none", amg={"points_per_side": 4, "box_nms_thresh": 1.0})
+    detector = E.EdgeDetector(predictor, settings)
+    result = detector.detect(image)
+    masks = detector.generator.generate(image)
+    inside = detector._full_logits(masks, slice(0, len(masks))) > 0
+    rings = (torch.nn.functional.max_pool2d(inside.float()[:, None], 3, 1, 1)[:, 0].bool() & ~inside).any(0)
+    assert result.edges.max() == pytest.approx(1.0)  # normalized
+    assert not (result.edges > 0)[~rings.numpy()].any()
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        E.EdgeSettings(reduce="median")
+    with pytest.raises(ValueError, match="suppression must be one of"):
+        E.EdgeSettings(suppression="canny")
+    with pytest.raises(ValueError, match="unknown AMG setting"):
+        E.EdgeSettings(amg={"points": 3})
+    with pytest.raises(ValueError, match="unknown AMG preset"):
+        E.EdgeSettings(amg_preset="nope")
+
+
+def test_png_round_trip(tmp_path):
+    edges = np.random.default_rng(0).random((7, 9))
+    path = E.save_edge_map(tmp_path / "sub" / "m.png", edges)
+    with Image.open(path) as image:
+        assert image.mode == "L"
+    np.testing.assert_allclose(load_prediction(path), np.round(edges * 255) / 255)
+    with pytest.raises(ValueError, match="finite"):
+        E.save_edge_map(tmp_path / "x.png", np.full((2, 2), np.nan))
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def test_edges_command(tmp_path, tiny_checkpoint, capsys, caplog):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(np.random.default_rng(i), 40, 56)).save(images / f"im{i}.png")
+    (images / "broken.jpg").write_bytes(b"not an image")
+    args = ["edges", str(images), "--sam", "tiny", "--sam-checkpoint", str(tiny_checkpoint), "-q"]
+    out = tmp_path / "out"
+    assert main([*args, "--set", "points_per_side=4", "--out", str(out)]) == 1  # the broken file
+    assert "broken.jpg" in caplog.text
+    maps = sorted(p.name for p in out.glob("*.png"))
+    assert maps == ["im0.png", "im1.png"]
+    assert load_prediction(out / "im0.png").shape == (40, 56)
+    assert main([*args, "--set", "colour=red", "--out", str(out)]) == 2
+    assert "unknown knob(s) colour" in capsys.readouterr().err
+
+
+def test_eval_edges_command(tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval-edges", "--pred", str(GOLDEN / "png"), "--gt", str(GOLDEN / "groundTruth"), "--thresholds", "5"]
+    assert main([*args, "--workers", "1", "--out", str(out), "-q"]) == 0
+    assert "ODS 0.70" in capsys.readouterr().out
+    ods = np.loadtxt(out / "eval_bdry.txt")
+    np.testing.assert_allclose(ods, np.loadtxt(GOLDEN / "official" / "eval_bdry.txt"), atol=0.002)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(GOLDEN / "png" / "2018.png", partial)
+    bad = ["eval-edges", "--pred", str(partial), "--gt", str(GOLDEN / "groundTruth"), "--out", str(out)]
+    assert main(bad) == 1
+    assert "no prediction for 3063" in capsys.readouterr().err
+    assert main([*args, "--max-dist", "3", "--out", str(out)]) == 2
+
+
+def test_bench_bsds_edges_runs_and_resumes(tmp_path, tiny_checkpoint):
+    out = tmp_path / "run"
+    args = [
+        "bench",
+        "bsds-edges",
+        "--data",
+        str(GOLDEN),
+        "--set",
+        "model.name=tiny",
+        "--set",
+        f"model.checkpoint={tiny_checkpoint}",
+        "--set",
+        "task.amg.points_per_side=4",
+        "--set",
+        "evaluation.n_thresholds=9",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    assert main([*args, "--limit", "1"]) == 0
+    assert main([*args, "--limit", "2"]) == 0  # resumes: only the second image is new
+    records = [json.loads(line) for line in (out / "records" / "rank0.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in records] == ["2018", "3063"]
+    assert len(records[0]["counts"]["cnt_r"]) == 9
+    result = json.loads((out / "results.json").read_text())
+    assert result["images"] == 2 and 0 <= result["metrics"]["ODS"] <= 1
+    assert (out / "maps" / "3063.png").is_file() and (out / "eval" / "eval_bdry_thr.txt").is_file()
+    assert len(np.loadtxt(out / "eval" / "eval_bdry_img.txt").reshape(-1, 5)) == 2
