@@ -308,3 +308,16 @@ def test_dataset_and_folder_errors(tmp_path):
         bsds.evaluate_folder(tmp_path, GOLDEN / "groundTruth")
     with pytest.raises(ValueError, match="prediction folder not found"):
         bsds.evaluate_folder(tmp_path / "nope", GOLDEN / "groundTruth")
+
+
+def test_reused_components_give_the_per_threshold_solution():
+    """Counts with solutions carried across thresholds equal matching every threshold from scratch."""
+    prob = bsds.load_prediction(GOLDEN / "png" / "3063.png")
+    gts = load_boundaries(GOLDEN / "groundTruth" / "3063.mat")
+    counts = bsds.evaluate_image(prob, gts, n_thresholds=9)
+    for k, t in enumerate(counts.thresholds):
+        edges = bsds.thin(prob >= t)
+        matches = [bsds.correspond_pixels(edges, b) for b in gts]
+        assert counts.cnt_r[k] == sum(int(m.boundary.sum()) for m in matches)
+        union = np.logical_or.reduce([m.edges for m in matches])
+        assert abs(int(counts.cnt_p[k]) - int(union.sum())) <= max(2, 0.002 * counts.sum_p[k])  # equal-cost ties

@@ -17,7 +17,9 @@ pick different ones; counts then differ by a few pixels (a few 1e-4 in P and R).
 
 Speed. Candidate pairs are built once per image and annotator for every pixel that any threshold
 can turn on; a threshold whose binary map equals the previous one's reuses its counts; only pixels
-with a partner in range enter the assignment. Images go to parallel processes.
+with a partner in range enter the assignment; the matching graph is split into connected components
+and a component unchanged since the previous threshold keeps its solution (about half of the work on
+typical maps). Images go to parallel processes.
 """
 
 from __future__ import annotations
@@ -145,12 +147,45 @@ class _Pairs:
 
     def match(self, on: np.ndarray, outlier: int) -> tuple[np.ndarray, np.ndarray]:
         """The minimum-cost assignment among the candidates where `on` (`bool [N]`) holds: the matched
-        candidate indices and the matched boundary indices (`int64 [K]` each, in pairs)."""
+        candidate indices and the matched boundary indices (`int64 [K]` each, in pairs).
+
+        The graph splits into connected components that are solved independently; a component whose
+        edge pixels equal those of a component of the previous call (its boundary pixels and pairs
+        then equal too) reuses that solution, and the rest go to one assignment."""
+        from scipy import sparse
+        from scipy.sparse.csgraph import connected_components
+
         keep = on[self.pixel]
+        empty = np.zeros(0, np.int64)
         if not keep.any():
-            empty = np.zeros(0, np.int64)
+            self._solved = {}
             return empty, empty
-        return _assign(self.pixel[keep], self.boundary[keep], self.cost[keep], outlier)
+        left, right, cost = self.pixel[keep], self.boundary[keep], self.cost[keep]
+        left_ids, li = np.unique(left, return_inverse=True)
+        right_ids, ri = np.unique(right, return_inverse=True)
+        n1, n2 = len(left_ids), len(right_ids)
+        graph = sparse.csr_matrix((np.ones(len(li), bool), (li, n1 + ri)), shape=(n1 + n2, n1 + n2))
+        n_comp, label = connected_components(graph, directed=False)
+        component = label[:n1]  # every component holds an edge pixel: boundary pixels enter only through pairs
+        order = np.argsort(component, kind="stable")
+        bounds = np.searchsorted(component[order], np.arange(n_comp + 1))
+        keys = [left_ids[order[bounds[c] : bounds[c + 1]]].tobytes() for c in range(n_comp)]
+        previous = getattr(self, "_solved", {})
+        solved = {key: previous[key] for key in keys if key in previous}
+        fresh = np.array([key not in solved for key in keys])
+        if fresh.any():
+            sel = fresh[component[li]]
+            pixel, partner = _assign(left[sel], right[sel], cost[sel], outlier)
+            owner = component[np.searchsorted(left_ids, pixel)]
+            by_owner = np.argsort(owner, kind="stable")
+            cut = np.searchsorted(owner[by_owner], np.arange(n_comp + 1))
+            for c in np.flatnonzero(fresh):
+                rows = by_owner[cut[c] : cut[c + 1]]
+                solved[keys[c]] = (pixel[rows], partner[rows])
+        self._solved = solved
+        if not solved:
+            return empty, empty
+        return np.concatenate([v[0] for v in solved.values()]), np.concatenate([v[1] for v in solved.values()])
 
 
 def _assign(left: np.ndarray, right: np.ndarray, cost: np.ndarray, outlier: int) -> tuple[np.ndarray, np.ndarray]:
