@@ -29,7 +29,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +119,7 @@ class _Pairs:
     boundary: np.ndarray  # int64 [M] index into the annotator's boundary pixels
     cost: np.ndarray  # int64 [M] round(distance * MULTIPLIER)
     count: int  # boundary pixels of the annotator
+    solved: dict = field(default_factory=dict, repr=False)  # the last call's solution per component
 
     @staticmethod
     def build(candidates: np.ndarray, boundary: np.ndarray, radius: float) -> _Pairs:
@@ -158,7 +159,7 @@ class _Pairs:
         keep = on[self.pixel]
         empty = np.zeros(0, np.int64)
         if not keep.any():
-            self._solved = {}
+            self.solved = {}
             return empty, empty
         left, right, cost = self.pixel[keep], self.boundary[keep], self.cost[keep]
         left_ids, li = np.unique(left, return_inverse=True)
@@ -170,8 +171,7 @@ class _Pairs:
         order = np.argsort(component, kind="stable")
         bounds = np.searchsorted(component[order], np.arange(n_comp + 1))
         keys = [left_ids[order[bounds[c] : bounds[c + 1]]].tobytes() for c in range(n_comp)]
-        previous = getattr(self, "_solved", {})
-        solved = {key: previous[key] for key in keys if key in previous}
+        solved = {key: self.solved[key] for key in keys if key in self.solved}
         fresh = np.array([key not in solved for key in keys])
         if fresh.any():
             sel = fresh[component[li]]
@@ -182,7 +182,7 @@ class _Pairs:
             for c in np.flatnonzero(fresh):
                 rows = by_owner[cut[c] : cut[c + 1]]
                 solved[keys[c]] = (pixel[rows], partner[rows])
-        self._solved = solved
+        self.solved = solved
         if not solved:
             return empty, empty
         return np.concatenate([v[0] for v in solved.values()]), np.concatenate([v[1] for v in solved.values()])
@@ -303,7 +303,11 @@ def evaluate_image(
         ts = np.arange(1, len(prob) + 1, dtype=np.float64)
         stack = prob.reshape(len(prob), -1).astype(bool)
         candidates = np.flatnonzero(stack.any(0))
-        binary, set_keys = stack.__getitem__, None
+        set_keys = None
+
+        def binary(k: int) -> np.ndarray:
+            return stack[k]
+
     else:
         ts = thresholds(n_thresholds)
         flat = prob.astype(np.float64).ravel()
