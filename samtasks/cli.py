@@ -14,7 +14,7 @@ import numpy as np
 from samtasks import __version__
 from samtasks.build import MODEL_SPECS, build_sam
 from samtasks.checkpoints import CheckpointError, cached_path
-from samtasks.utils.image import ImageReadError
+from samtasks.utils.image import ImageReadError, list_images, load_image
 from samtasks.utils.optional import MissingDependencyError
 
 logger = logging.getLogger("samtasks")
@@ -67,7 +67,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_point(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from samtasks.utils.image import load_image
     from samtasks.utils.viz import draw_overlay
 
     points = [_floats(p, 2, "--point") for p in args.point]
@@ -131,30 +130,53 @@ def _overrides(items: Sequence[str]) -> dict:
         raise UsageError(str(err)) from err
 
 
-def cmd_proposals(args: argparse.Namespace) -> int:
+def _pending(args: argparse.Namespace, suffix: str, what: str) -> tuple[Path, list[Path]]:
+    """`--out` (created) and the images of `args.source` without `<out>/<stem><suffix>` yet (all with
+    `--overwrite`)."""
+    paths = list_images(args.source)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in paths if args.overwrite or not (out / f"{p.stem}{suffix}").is_file()]
+    if len(todo) < len(paths):
+        done = len(paths) - len(todo)
+        logger.info("%d of %d images already have %s in %s (--overwrite redoes them)", done, len(paths), what, out)
+    return out, todo
 
+
+def _readable_images(paths: list[Path], args: argparse.Namespace, name: str, failed: list[str]):
+    """`(path, image)` for each readable image behind a progress bar; unreadable files are reported
+    and appended to `failed`."""
     from samtasks.evaluation.runner import progress_bar
+
+    for path in progress_bar(paths, not args.quiet, name):
+        try:
+            image = load_image(path)
+        except ImageReadError as err:
+            logger.warning("skipped: %s", err)
+            failed.append(str(path))
+            continue
+        yield path, image
+
+
+def _report(done: int, what: str, out: Path, failed: list[str]) -> int:
+    logger.info("wrote %d %s to %s", done, what, out)
+    if failed:
+        logger.warning("%d image(s) could not be read: %s", len(failed), ", ".join(failed))
+        return 1
+    return 0
+
+
+def cmd_proposals(args: argparse.Namespace) -> int:
     from samtasks.tasks.amg import PRESETS as AMG_PRESETS
     from samtasks.tasks.amg import AutomaticMaskGenerator
     from samtasks.tasks.proposals import PRESETS, ProposalGenerator
-    from samtasks.utils.image import list_images, load_image
     from samtasks.utils.masks import decode_rle
     from samtasks.utils.viz import draw_overlay
 
     if args.preset not in PRESETS and args.preset not in AMG_PRESETS:
         raise UsageError(f"--preset must be one of {', '.join([*PRESETS, *AMG_PRESETS])}, got {args.preset!r}")
     knobs = _overrides(args.set)
-    paths = list_images(args.source)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in paths if args.overwrite or not (out / f"{p.stem}.json").is_file()]
-    if len(todo) < len(paths):
-        logger.info(
-            "%d of %d images already have results in %s (--overwrite redoes them)",
-            len(paths) - len(todo),
-            len(paths),
-            out,
-        )
+    out, todo = _pending(args, ".json", "results")
     if not todo:
         return 0
     predictor = _predictor(args)
@@ -165,14 +187,8 @@ def cmd_proposals(args: argparse.Namespace) -> int:
             generator = AutomaticMaskGenerator.from_preset(predictor, args.preset, **knobs)
     except TypeError as err:
         raise UsageError(f"--set: {err}") from err
-    failed = []
-    for path in progress_bar(todo, not args.quiet, "proposals"):
-        try:
-            image = load_image(path)
-        except ImageReadError as err:
-            logger.warning("skipped: %s", err)
-            failed.append(str(path))
-            continue
+    failed: list[str] = []
+    for path, image in _readable_images(todo, args, "proposals", failed):
         result = generator.generate(image)
         masks, scores = (result.masks, result.scores) if hasattr(result, "scores") else (result, result.predicted_iou)
         records = masks.records()
@@ -196,11 +212,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(sa1b))
         tmp.replace(out / f"{path.stem}.json")
         logger.debug("%s: %d masks", path.name, len(records))
-    logger.info("wrote %d result(s) to %s", len(todo) - len(failed), out)
-    if failed:
-        logger.warning("%d image(s) could not be read: %s", len(failed), ", ".join(failed))
-        return 1
-    return 0
+    return _report(len(todo) - len(failed), "result(s)", out, failed)
 
 
 def _ints(text: str | None, name: str) -> list[int] | None:
@@ -220,7 +232,6 @@ def cmd_instance(args: argparse.Namespace) -> int:
     from samtasks.tasks.detectors import PrecomputedDetections, make_detector
     from samtasks.tasks.instance import InstanceSegmenter
     from samtasks.utils.export import coco_results, write_yolo_dataset_yaml, yolo_label_lines
-    from samtasks.utils.image import list_images, load_image
     from samtasks.utils.viz import draw_overlay
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
@@ -312,7 +323,6 @@ def cmd_text(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
-    from samtasks.utils.image import load_image
     from samtasks.utils.viz import draw_overlay
 
     prompts = [p.strip() for p in args.prompt]
@@ -356,10 +366,8 @@ def cmd_text(args: argparse.Namespace) -> int:
 def cmd_edges(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from samtasks.evaluation.runner import progress_bar
     from samtasks.tasks.amg import AmgSettings
     from samtasks.tasks.edges import EdgeDetector, EdgeSettings
-    from samtasks.utils.image import list_images, load_image
 
     knobs = _overrides(args.set)
     edge_fields = {f.name for f in dataclasses.fields(EdgeSettings)} - {"amg", "amg_preset"}
@@ -372,34 +380,17 @@ def cmd_edges(args: argparse.Namespace) -> int:
         settings = EdgeSettings(amg=amg, **{k: v for k, v in knobs.items() if k in edge_fields})
     except (TypeError, ValueError) as err:
         raise UsageError(f"--set: {err}") from err
-    paths = list_images(args.source)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in paths if args.overwrite or not (out / f"{p.stem}.png").is_file()]
-    if len(todo) < len(paths):
-        logger.info(
-            "%d of %d images already have maps in %s (--overwrite redoes them)", len(paths) - len(todo), len(paths), out
-        )
+    out, todo = _pending(args, ".png", "maps")
     if not todo:
         return 0
     detector = EdgeDetector(_predictor(args), settings)
-    failed = []
-    for path in progress_bar(todo, not args.quiet, "edges"):
-        try:
-            image = load_image(path)
-        except ImageReadError as err:
-            logger.warning("skipped: %s", err)
-            failed.append(str(path))
-            continue
+    failed: list[str] = []
+    for path, image in _readable_images(todo, args, "edges", failed):
         result = detector.detect(image)
         tmp = result.save(out / f"{path.stem}.tmp.png")
         tmp.replace(out / f"{path.stem}.png")
         logger.debug("%s: %d masks", path.name, result.num_masks)
-    logger.info("wrote %d edge map(s) to %s", len(todo) - len(failed), out)
-    if failed:
-        logger.warning("%d image(s) could not be read: %s", len(failed), ", ".join(failed))
-        return 1
-    return 0
+    return _report(len(todo) - len(failed), "edge map(s)", out, failed)
 
 
 def cmd_eval_edges(args: argparse.Namespace) -> int:

@@ -69,6 +69,17 @@ PRESETS: dict[str, AmgSettings] = {
 }
 
 
+def preset_settings(preset: str, overrides: dict) -> AmgSettings:
+    """`PRESETS[preset]` with `overrides` (AmgSettings field -> value); a `ValueError` names an unknown
+    preset or field."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown AMG preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(AmgSettings)})
+    if unknown:
+        raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
+    return dataclasses.replace(PRESETS[preset], **overrides)
+
+
 @dataclass
 class GeneratedMasks:
     """K masks of one image, in the order the generator ranks them."""

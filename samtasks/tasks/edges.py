@@ -18,8 +18,7 @@ import torch.nn.functional as F
 
 from samtasks.predictor import SamPredictor
 from samtasks.structures import EdgeMap
-from samtasks.tasks.amg import PRESETS as AMG_PRESETS
-from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks
+from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
 from samtasks.utils.image import resized_shape
 from samtasks.utils.resize import upsample_logits
 
@@ -43,11 +42,7 @@ class EdgeSettings:
     mask_chunk: int = 32  # masks upsampled and filtered at once (memory: chunk x H x W floats)
 
     def __post_init__(self) -> None:
-        if self.amg_preset not in AMG_PRESETS:
-            raise ValueError(f"unknown AMG preset {self.amg_preset!r}; choose one of {', '.join(AMG_PRESETS)}")
-        unknown = sorted(set(self.amg) - {f.name for f in dataclasses.fields(AmgSettings)})
-        if unknown:
-            raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
+        self.amg_settings()  # an unknown preset or AMG knob is an error here
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
         if self.suppression not in SUPPRESSIONS:
@@ -56,7 +51,7 @@ class EdgeSettings:
             raise ValueError("edge_nms_radius and mask_chunk must be >= 1, edge_nms_border >= 0")
 
     def amg_settings(self) -> AmgSettings:
-        return dataclasses.replace(AMG_PRESETS[self.amg_preset], **self.amg)
+        return preset_settings(self.amg_preset, self.amg)
 
 
 class EdgeDetector:

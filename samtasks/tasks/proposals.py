@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from samtasks.predictor import SamPredictor
-from samtasks.tasks.amg import PRESETS as AMG_PRESETS
-from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks
+from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
 
 RANKINGS = ("quality", "random")
 
@@ -26,18 +25,14 @@ class ProposalSettings:
     seed: int = 0  # the random ranking's seed (the same permutation stream for every image)
 
     def __post_init__(self) -> None:
-        if self.amg_preset not in AMG_PRESETS:
-            raise ValueError(f"unknown AMG preset {self.amg_preset!r}; choose one of {', '.join(AMG_PRESETS)}")
-        unknown = sorted(set(self.amg) - {f.name for f in dataclasses.fields(AmgSettings)})
-        if unknown:
-            raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
+        self.amg_settings()  # an unknown preset or AMG knob is an error here
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
         if self.max_proposals < 1:
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
 
     def amg_settings(self) -> AmgSettings:
-        return dataclasses.replace(AMG_PRESETS[self.amg_preset], **self.amg)
+        return preset_settings(self.amg_preset, self.amg)
 
 
 PRESETS: dict[str, ProposalSettings] = {
