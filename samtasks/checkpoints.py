@@ -99,11 +99,15 @@ def resolve_checkpoint(checkpoint: str | Path | None, info: CheckpointInfo | Non
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Reads a state dict with `weights_only=True`; a truncated or foreign file is a CheckpointError."""
+    """Reads a state dict with `weights_only=True`, unwrapping `{"model": ...}` (SAM 2.1's files) and
+    `{"state_dict": ...}`; a truncated or foreign file is a CheckpointError."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
         raise CheckpointError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}".strip()) from err
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} is not a SAM state dict (a mapping of parameter names to tensors)")
     return state

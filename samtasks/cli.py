@@ -50,14 +50,19 @@ def _predictor(args: argparse.Namespace):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [("name", "encoder (width/depth/heads)", "input", "checkpoint", "cached")]
+    import torch
+
+    rows = [("name", "family", "encoder", "params", "input", "license", "checkpoint", "cached")]
     for name, spec in MODEL_SPECS.items():
-        arch = f"{spec.encoder_embed_dim}/{spec.encoder_depth}/{spec.encoder_num_heads}"
+        with torch.device("meta"):
+            params = sum(p.numel() for p in spec.build().parameters())
+        size = f"{spec.frame.encoder_size}" + ("" if spec.frame.resize == "longest" else " (square)")
+        row = (name, spec.family, spec.description, f"{params / 1e6:.1f}M", size, spec.license)
         if spec.checkpoint is None:
-            rows.append((name, arch, str(spec.image_size), "(random weights, tests only)", "-"))
+            rows.append((*row, "(random weights, tests only)", "-"))
         else:
             path = cached_path(spec.checkpoint)
-            rows.append((name, arch, str(spec.image_size), spec.checkpoint.url, str(path) if path.is_file() else "no"))
+            rows.append((*row, spec.checkpoint.url, str(path) if path.is_file() else "no"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,8 +1,9 @@
 """`SamPredictor`: encode an image (or a batch of images) once, then decode many prompts in batches.
 
 Frames: prompts are given in original image pixels, points as (x, y) = (column, row), boxes as
-XYXY. They are mapped to the model's input frame (long side resized to `image_size`, padded
-bottom/right) internally. Masks come back at the original size.
+XYXY. They are mapped to the model's prompt frame (`model.frame`: for SAM the long side resized to
+1024 and padded bottom/right) internally. Masks come back at the original size. Any SAM-family
+model of `samtasks.build_sam` works here (see `samtasks.modeling.frame` for what it provides).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
-from samtasks.modeling import Sam
 from samtasks.structures import MaskPrediction
-from samtasks.utils.image import load_image, resize_long_side
-from samtasks.utils.resize import upsample_logits
+from samtasks.utils.image import load_image
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,7 +30,6 @@ _UPSAMPLE_PIXELS = 1 << 26
 @dataclass(frozen=True)
 class _ImageState:
     original_size: tuple[int, int]  # (H, W) of the original image
-    input_size: tuple[int, int]  # (h, w) of the resized image inside the padded model input
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -56,7 +55,7 @@ class SamPredictor:
     """Promptable segmentation on encoded images.
 
     Args:
-        model: a `Sam` (see `samtasks.build_sam`); moved to `device`.
+        model: a SAM-family model (see `samtasks.build_sam`); moved to `device`.
         device: "cpu", "cuda", "cuda:1", "mps", or None to pick the best available.
         dtype: "float32" (default), or "bfloat16" / "float16" to run under autocast (CUDA; bfloat16
             also on CPU). Outputs are float32 either way.
@@ -66,7 +65,7 @@ class SamPredictor:
 
     def __init__(
         self,
-        model: Sam,
+        model: nn.Module,
         *,
         device: str | torch.device | None = None,
         dtype: str = "float32",
@@ -83,20 +82,27 @@ class SamPredictor:
         self.dtype = _DTYPES[dtype]
         self.model = model.to(self.device).eval()
         self.prompt_batch_size = prompt_batch_size
-        self._encoder = torch.compile(model.image_encoder) if compile else model.image_encoder
-        self.features: torch.Tensor | None = None  # [B, C, h, w] image embeddings
+        self.frame = model.frame
+        self._encode = torch.compile(model.encode) if compile else model.encode
+        self._features: dict[str, torch.Tensor] | None = None  # each [B, ...]
         self._images: list[_ImageState] = []
 
     # ------------------------------------------------------------------ images
 
     @property
-    def image_size(self) -> int:
-        return self.model.image_size
+    def features(self) -> torch.Tensor | None:
+        """`[B, C, h, w]` image embeddings of the encoded images (None before `set_image`)."""
+        return None if self._features is None else self._features["image_embeddings"]
 
     @property
     def mask_input_size(self) -> tuple[int, int]:
         """(S, S) of `mask_input` and of the low-res logits (256 for the official models)."""
-        return self.model.prompt_encoder.mask_input_size
+        return self.model.mask_input_size
+
+    @property
+    def num_multimask_outputs(self) -> int:
+        """Masks per prompt with `multimask=True` (3 for SAM; 1 for a model that fuses its outputs)."""
+        return self.model.num_multimask_outputs
 
     @property
     def num_images(self) -> int:
@@ -121,23 +127,18 @@ class SamPredictor:
         if len(images) == 0:
             raise ValueError("set_images needs at least one image")
         arrays = [load_image(image) for image in images]
-        batch, states = [], []
-        for array in arrays:
-            resized = resize_long_side(array, self.image_size)
-            states.append(_ImageState(array.shape[:2], resized.shape[:2]))
-            tensor = torch.from_numpy(np.array(resized)).to(self.device).permute(2, 0, 1).float()  # [3, h, w]
-            batch.append(self.model.preprocess(tensor[None])[0])
+        batch = torch.stack([self.frame.encoder_input(array, self.device) for array in arrays])  # [B, 3, S, S]
         with self._autocast():
-            features = self._encoder(torch.stack(batch))
-        self.features = features.float()
-        self._images = states
+            features = self._encode(batch)
+        self._features = {key: value.float() for key, value in features.items()}
+        self._images = [_ImageState(array.shape[:2]) for array in arrays]
 
     def reset_image(self) -> None:
-        self.features = None
+        self._features = None
         self._images = []
 
     def _state(self, image_index: int) -> _ImageState:
-        if self.features is None:
+        if self._features is None:
             raise RuntimeError("no image is set: call set_image(...) or set_images([...]) first")
         if not 0 <= image_index < len(self._images):
             raise ValueError(f"image_index {image_index} out of range for {len(self._images)} encoded image(s)")
@@ -171,7 +172,8 @@ class SamPredictor:
 
         Returns:
             `MaskPrediction` of numpy arrays: masks bool `[P, C, H, W]`, iou_scores `[P, C]`,
-            low_res_logits `[P, C, S, S]`.
+            low_res_logits `[P, C, S, S]`, object_scores `[P]` for models that predict one (else None).
+            C is `num_multimask_outputs` with multimask, else 1.
 
         Raises:
             ValueError: no prompt, shapes that disagree, non-finite values, labels outside
@@ -209,6 +211,7 @@ class SamPredictor:
             masks=None if out.masks is None else out.masks.cpu().numpy(),
             iou_scores=out.iou_scores.cpu().numpy(),
             low_res_logits=out.low_res_logits.cpu().numpy(),
+            object_scores=None if out.object_scores is None else out.object_scores.cpu().numpy(),
         )
 
     def _check_prompts(
@@ -292,13 +295,9 @@ class SamPredictor:
         """
         state = self._state(image_index)
         count, labels = self._check_prompts(points, labels, boxes, mask_input, state)
-        scale = torch.tensor(
-            [state.input_size[1] / state.original_size[1], state.input_size[0] / state.original_size[0]],
-            device=self.device,
-        )
-        features = self.features[image_index : image_index + 1]
-        image_pe = self.model.prompt_encoder.get_dense_pe()
-        logits, scores = [], []
+        scale = torch.tensor(self.frame.prompt_scale(state.original_size), device=self.device)
+        features = {key: value[image_index : image_index + 1] for key, value in self._features.items()}
+        outputs = []
         for start in range(0, count, self.prompt_batch_size):
             chunk = slice(start, start + self.prompt_batch_size)
             point_prompt = None
@@ -307,26 +306,32 @@ class SamPredictor:
             box_prompt = None if boxes is None else (boxes[chunk].to(self.device).float().reshape(-1, 2, 2) * scale)
             mask_prompt = None if mask_input is None else mask_input[chunk].to(self.device).float()
             with self._autocast():
-                sparse, dense = self.model.prompt_encoder(
+                sparse, dense = self.model.embed_prompts(
                     point_prompt, None if box_prompt is None else box_prompt.reshape(-1, 4), mask_prompt
                 )
-                low_res, iou = self.model.mask_decoder(features, image_pe, sparse, dense, multimask)
-            logits.append(low_res.float())
-            scores.append(iou.float())
-        low_res_logits = torch.cat(logits)
+                outputs.append(self.model.decode(features, sparse, dense, multimask))
+        low_res_logits = torch.cat([out.low_res_logits.float() for out in outputs])
+        object_scores = None
+        if outputs[0].object_scores is not None:
+            object_scores = torch.cat([out.object_scores.float() for out in outputs])
         masks = (
             self.upsample(low_res_logits, image_index, threshold=self.model.mask_threshold) if return_masks else None
         )
-        return MaskPrediction(masks=masks, iou_scores=torch.cat(scores), low_res_logits=low_res_logits)
+        return MaskPrediction(
+            masks=masks,
+            iou_scores=torch.cat([out.iou_scores.float() for out in outputs]),
+            low_res_logits=low_res_logits,
+            object_scores=object_scores,
+        )
 
     def upsample(
         self, low_res_logits: torch.Tensor, image_index: int = 0, *, threshold: float | None = None
     ) -> torch.Tensor:
         """Low-res logits `[P, C, S, S]` -> logits `[P, C, H, W]` at image `image_index`'s original size.
 
-        Equal (to float rounding) to the official resize to the padded input, crop and resize. With
-        `threshold`, returns the bool masks `logits > threshold` (thresholded chunk by chunk, so the
-        float maps never exist all at once).
+        Equal (to float rounding) to the model family's official postprocessing (for SAM: resize to
+        the padded input, crop and resize). With `threshold`, returns the bool masks
+        `logits > threshold` (thresholded chunk by chunk, so the float maps never exist all at once).
         """
         state = self._state(image_index)
         h, w = state.original_size
@@ -334,8 +339,6 @@ class SamPredictor:
         step = max(1, _UPSAMPLE_PIXELS // (h * w))
         parts = []
         for i in range(0, flat.shape[0], step):
-            part = upsample_logits(
-                flat[i : i + step], padded_size=self.image_size, input_size=state.input_size, original_size=(h, w)
-            )
+            part = self.frame.upsample(flat[i : i + step], (h, w))
             parts.append(part if threshold is None else part > threshold)
         return torch.cat(parts).reshape(*low_res_logits.shape[:2], h, w)

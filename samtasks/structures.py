@@ -11,7 +11,8 @@ import numpy as np
 
 @dataclass
 class MaskPrediction:
-    """SAM's answer to P prompts with C masks each (C = 3 with multimask output, else 1).
+    """SAM's answer to P prompts with C masks each (C = the model's multimask count with multimask
+    output, 3 for SAM; else 1).
 
     `SamPredictor.predict` fills it with numpy arrays, `predict_torch` with tensors on the
     predictor's device.
@@ -19,7 +20,8 @@ class MaskPrediction:
 
     masks: Any  # bool [P, C, H, W], original image frame; None when masks were not requested
     iou_scores: Any  # float32 [P, C], predicted IoU of each mask
-    low_res_logits: Any  # float32 [P, C, S, S] (S = 256), the model's padded square input frame
+    low_res_logits: Any  # float32 [P, C, S, S] (S = 256), the model's square prompt frame
+    object_scores: Any = None  # float32 [P] object-presence logits (SAM 2.1); None for models without one
 
     def best(self) -> Any:
         """Index of the highest-predicted-IoU mask of each prompt, `int64 [P]`."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from samtasks import CheckpointError, build_sam
-from samtasks.build import MODEL_SPECS, build_model
+from samtasks.build import MODEL_SPECS
 from samtasks.checkpoints import CheckpointInfo, download
 
 from .conftest import build_official
@@ -22,7 +22,7 @@ from .conftest import build_official
 def test_manifest_equals_official(name):
     spec = MODEL_SPECS[name]
     with torch.device("meta"):
-        ours = build_model(spec).state_dict()
+        ours = spec.build().state_dict()
         official = build_official(spec).state_dict()
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in official.items()}
 

@@ -1,9 +1,19 @@
-"""The SAM network, with the official module and parameter names."""
+"""SAM-family networks, with the official module and parameter names."""
 
+from samtasks.modeling.frame import DecoderOutput, ImageFrame
 from samtasks.modeling.image_encoder import ImageEncoderViT
 from samtasks.modeling.mask_decoder import MaskDecoder
 from samtasks.modeling.prompt_encoder import PromptEncoder
-from samtasks.modeling.sam import Sam
+from samtasks.modeling.sam import Sam, SamSpec
 from samtasks.modeling.transformer import TwoWayTransformer
 
-__all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TwoWayTransformer"]
+__all__ = [
+    "DecoderOutput",
+    "ImageEncoderViT",
+    "ImageFrame",
+    "MaskDecoder",
+    "PromptEncoder",
+    "Sam",
+    "SamSpec",
+    "TwoWayTransformer",
+]

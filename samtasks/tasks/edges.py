@@ -19,8 +19,6 @@ import torch.nn.functional as F
 from samtasks.predictor import SamPredictor
 from samtasks.structures import EdgeMap
 from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
-from samtasks.utils.image import resized_shape
-from samtasks.utils.resize import upsample_logits
 
 REDUCTIONS = ("max", "mean")
 SUPPRESSIONS = ("nms", "thin", "none")
@@ -98,11 +96,7 @@ class EdgeDetector:
         for box in np.unique(crops, axis=0):
             x0, y0, x1, y1 = (int(v) for v in box)
             rows = torch.from_numpy(np.flatnonzero((crops == box).all(1))).to(logits.device)
-            size = (y1 - y0, x1 - x0)
-            input_size = resized_shape(*size, self.predictor.image_size)
-            part = upsample_logits(
-                logits[rows], padded_size=self.predictor.image_size, input_size=input_size, original_size=size
-            )
+            part = self.predictor.frame.upsample(logits[rows], (y1 - y0, x1 - x0))
             out[rows, y0:y1, x0:x1] = part.float()
         return out
 

@@ -92,12 +92,6 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
-    """`uint8 [H, W, 3]` -> `uint8 [h, w, 3]` with PIL bilinear resampling (SAM's input transform)."""
-    h, w = resized_shape(image.shape[0], image.shape[1], long_side)
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 

@@ -29,14 +29,19 @@ def bilinear_matrix(in_size: int, out_size: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _blocked_map(low_res: int, padded: int, valid: int, out: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The composed 1-D map cut into blocks of `block` output rows.
+def _blocked_map(
+    low_res: int, padded: int | None, valid: int | None, out: int, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The composed 1-D map cut into blocks of `block` output rows (`padded=None`: one resize).
 
     Returns:
         index `int64 [nb, K]`: the K consecutive low-res rows block b reads;
         weights `float32 [nb, block, K]`: how block b's rows combine them (rows past `out` are 0).
     """
-    composed = bilinear_matrix(valid, out) @ bilinear_matrix(low_res, padded)[:valid]  # [out, low_res]
+    if padded is None:
+        composed = bilinear_matrix(low_res, out)  # [out, low_res]
+    else:
+        composed = bilinear_matrix(valid, out) @ bilinear_matrix(low_res, padded)[:valid]
     nb = -(-out // block)
     composed = torch.cat([composed, composed.new_zeros(nb * block - out, low_res)]).reshape(nb, block, low_res)
     used = (composed != 0).any(1)  # [nb, low_res]
@@ -60,8 +65,8 @@ def _resize_rows(x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, ou
 def upsample_logits(
     logits: torch.Tensor,
     *,
-    padded_size: int,
-    input_size: tuple[int, int],
+    padded_size: int | None,
+    input_size: tuple[int, int] | None,
     original_size: tuple[int, int],
     block: int = 32,
 ) -> torch.Tensor:
@@ -69,8 +74,9 @@ def upsample_logits(
 
     Args:
         logits: mask logits in the low-res frame of the padded square model input.
-        padded_size: side of the padded model input (1024).
-        input_size: (h, w) of the resized image inside the padded input.
+        padded_size: side of the padded model input (1024); None resizes the logits straight to
+            `original_size` (SAM 2.1's postprocessing).
+        input_size: (h, w) of the resized image inside the padded input (None with `padded_size`).
         original_size: (H, W) of the original image.
         block: output rows per block of the banded products.
 
@@ -78,7 +84,8 @@ def upsample_logits(
         The official `postprocess_masks` result (to float rounding), dtype of `logits`.
     """
     s = logits.shape[-1]
-    index_w, weights_w = _blocked_map(s, padded_size, input_size[1], original_size[1], block)
-    index_h, weights_h = _blocked_map(s, padded_size, input_size[0], original_size[0], block)
+    valid = (None, None) if input_size is None else input_size
+    index_w, weights_w = _blocked_map(s, padded_size, valid[1], original_size[1], block)
+    index_h, weights_h = _blocked_map(s, padded_size, valid[0], original_size[0], block)
     x = _resize_rows(logits.transpose(-1, -2), index_w, weights_w, original_size[1])  # [..., W, S]
     return _resize_rows(x.transpose(-1, -2), index_h, weights_h, original_size[0])  # [..., H, W]
