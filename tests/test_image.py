@@ -68,3 +68,18 @@ def test_resized_shape_rounds_like_sam():
     assert resized_shape(1080, 810, 1024) == (1024, 768)
     assert resized_shape(321, 481, 1024) == (683, 1024)
     assert resized_shape(100, 100, 1024) == (1024, 1024)
+
+
+def test_reading_is_immune_to_the_ultralytics_patch(tmp_path):
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils.patches  # noqa: F401  (replaces PIL.Image.open process-wide)
+
+    assert Image.open.__module__ != "PIL.Image"
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(ImageReadError, match="notes.jpg"):
+        load_image(bad)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty.jpg"):
+        load_image(empty)

@@ -12,6 +12,25 @@ class ImageReadError(ValueError):
     """An image file cannot be read or decoded."""
 
 
+def _pillow_open():
+    """Pillow's own `Image.open`, even after another package replaced it process-wide.
+
+    ultralytics swaps `PIL.Image.open` for a wrapper that, on an unidentifiable file, tries to
+    install a plugin package and raises ModuleNotFoundError offline; a wrapper keeps the original
+    among its globals, so it is found there.
+    """
+    current = Image.open
+    if current.__module__ == "PIL.Image":
+        return current
+    for value in getattr(current, "__globals__", {}).values():
+        if callable(value) and getattr(value, "__module__", None) == "PIL.Image" and value.__name__ == "open":
+            return value
+    return current
+
+
+_PILLOW_OPEN = _pillow_open()
+
+
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     """Any PIL mode -> `uint8 [H, W, 3]` RGB; 16-bit and float images are scaled to 0..255."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -75,7 +94,7 @@ def load_image(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
     if isinstance(image, (str, Path)):
         path = Path(image)
         try:
-            with Image.open(path) as pil:
+            with _PILLOW_OPEN(path) as pil:
                 pil = ImageOps.exif_transpose(pil)
                 pil.load()
                 return _pil_to_rgb(pil)
