@@ -97,7 +97,8 @@ def test_constructed_features_pick_the_described_mask(segmenter):
     assert red.ranking[0]["index"] == 0 and 0 < red.score <= 1
     assert seg.query(image, "blue").index == 1
     assert seg.query(image, "green").index == 2
-    # Candidates and image features were computed once for the three queries.
+    assert seg.query(image, "red").index == 0
+    # Candidates and image features were computed once for the four queries, each prompt's text once.
     assert len(calls) == 1 and encoder.image_calls == 1 and encoder.text_calls == 3
 
 

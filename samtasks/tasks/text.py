@@ -204,6 +204,7 @@ class TextSegmenter:
         self.margin = margin
         self.generator = AutomaticMaskGenerator(predictor, keep_logits=True, **{**CANDIDATE_SETTINGS, **amg})
         self._cache: TextCandidates | None = None
+        self._text_cache: dict[str, torch.Tensor] = {}  # prompt -> its embedding (the ensemble is costly)
 
     def candidates(self, image) -> TextCandidates:
         """The image's candidates; computed once and reused while the same image is queried."""
@@ -228,9 +229,11 @@ class TextSegmenter:
         return found
 
     def text_features(self, prompt: str) -> torch.Tensor:
-        """`[D]` normalized mean of the prompt's template embeddings."""
-        embedded = self.encoder.encode_texts([t.format(prompt) for t in self.templates])
-        return torch.nn.functional.normalize(embedded.mean(0), dim=0)
+        """`[D]` normalized mean of the prompt's template embeddings (computed once per prompt)."""
+        if prompt not in self._text_cache:
+            embedded = self.encoder.encode_texts([t.format(prompt) for t in self.templates])
+            self._text_cache[prompt] = torch.nn.functional.normalize(embedded.mean(0), dim=0)
+        return self._text_cache[prompt]
 
     def query(self, image, prompt: str, *, point: tuple[float, float] | None = None, all: bool = False) -> TextResult:
         """The mask that best matches `prompt` in `image`.
