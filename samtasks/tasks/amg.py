@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from torchvision.ops import batched_nms
 from samtasks.predictor import SamPredictor
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,17 @@ PRESETS: dict[str, AmgSettings] = {
     # Edge detection on BSDS500 (section 7.2, steps 1-2): 16x16, no filtering, NMS 0.7.
     "edges-bsds": AmgSettings(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0),
 }
+
+
+def preset_with_overrides(presets: dict[str, T], name: str, task: str, overrides: dict) -> T:
+    """`presets[name]` (a task's settings) with `overrides` replacing its fields; an `amg` dict is merged
+    into the preset's. A `ValueError` names an unknown preset, a `TypeError` an unknown field."""
+    if name not in presets:
+        raise ValueError(f"unknown {task} preset {name!r}; choose one of {', '.join(presets)}")
+    base = presets[name]
+    if "amg" in overrides:
+        overrides = {**overrides, "amg": {**base.amg, **overrides["amg"]}}
+    return dataclasses.replace(base, **overrides)
 
 
 def preset_settings(preset: str, overrides: dict) -> AmgSettings:
