@@ -36,6 +36,9 @@ class AmgSettings:
     stability_score_thresh: float = 0.95  # keep if stability >= this (0 disables)
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    # Also box NMS within each batch of points_per_batch points, before the crop's NMS (0 disables; the
+    # public edge re-implementation stages it so, at 0.7). With it on, points_per_batch changes the result.
+    batch_nms_thresh: float = 0.0
     crop_n_layers: int = 0
     crop_nms_thresh: float = 0.7
     crop_overlap_ratio: float = 512 / 1500
@@ -331,7 +334,7 @@ class AutomaticMaskGenerator:
             full_frame = np.zeros((len(masks), h, w), bool)
             full_frame[:, y0:y1, x0:x1] = masks
             masks = full_frame
-        return GeneratedMasks(
+        data = GeneratedMasks(
             image_size=image_size,
             rles=encode_rle(masks),
             boxes=torch.cat(kept_boxes).numpy(),
@@ -341,6 +344,9 @@ class AutomaticMaskGenerator:
             crop_boxes=np.tile(np.array(crop_box, np.int64), (len(index), 1)),
             low_res_logits=logits[index].float().cpu().numpy() if self.keep_logits else None,
         )
+        if s.batch_nms_thresh > 0 and len(data):
+            data = data.select(self._nms(data.boxes, data.predicted_iou, s.batch_nms_thresh))
+        return data
 
     def _clean_up(self, result: GeneratedMasks) -> GeneratedMasks:
         """Removes small holes and islands, then NMS again preferring masks the clean-up left alone."""
