@@ -371,18 +371,21 @@ def cmd_text(args: argparse.Namespace) -> int:
 def cmd_edges(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from samtasks.tasks.amg import AmgSettings
-    from samtasks.tasks.edges import EdgeDetector, EdgeSettings
+    from samtasks.tasks.amg import AmgSettings, preset_with_overrides
+    from samtasks.tasks.edges import PRESETS, EdgeDetector, EdgeSettings
 
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
     knobs = _overrides(args.set)
     edge_fields = {f.name for f in dataclasses.fields(EdgeSettings)} - {"amg", "amg_preset"}
     amg_fields = {f.name for f in dataclasses.fields(AmgSettings)}
     unknown = sorted(set(knobs) - edge_fields - amg_fields)
     if unknown:
         raise UsageError(f"--set: unknown knob(s) {', '.join(unknown)}; edge knobs: {', '.join(sorted(edge_fields))}")
-    amg = {k: v for k, v in knobs.items() if k not in edge_fields}
+    overrides = {k: v for k, v in knobs.items() if k in edge_fields}
+    overrides["amg"] = {k: v for k, v in knobs.items() if k not in edge_fields}
     try:
-        settings = EdgeSettings(amg=amg, **{k: v for k, v in knobs.items() if k in edge_fields})
+        settings = preset_with_overrides(PRESETS, args.preset, "edges", overrides)
     except (TypeError, ValueError) as err:
         raise UsageError(f"--set: {err}") from err
     out, todo = _pending(args, ".png", "maps")
@@ -562,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     edges = sub.add_parser("edges", help="soft edge maps (8-bit PNG, the BSDS benchmark's format)")
     edges.add_argument("source", help="image file, folder or glob pattern")
+    edges.add_argument(
+        "--preset",
+        default="edges-paper",
+        help="edges-paper (default; the paper's recipe) or edges-reference (the public re-implementation's)",
+    )
     edges.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="an edge or AMG knob")
     edges.add_argument("--overwrite", action="store_true", help="redo images that already have a map in --out")
     edges.add_argument("--out", default="out", help="output folder (default ./out)")

@@ -83,9 +83,10 @@ class EdgeMap:
 
     edges: np.ndarray  # float32 [H, W] in [0, 1], original image frame
     num_masks: int  # masks that contributed
+    quantize: str = "round"  # how `save` maps [0, 1] to 8 bits: "round" (255 e) or "floor"
 
     def save(self, path) -> Path:
         """An 8-bit PNG (the BSDS benchmark's input format)."""
         from samtasks.tasks.edges import save_edge_map
 
-        return save_edge_map(path, self.edges)
+        return save_edge_map(path, self.edges, quantize=self.quantize)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from samtasks import SamPredictor, build_sam
+from samtasks.structures import MaskPrediction
 from samtasks.tasks.amg import (
     PRESETS,
     AutomaticMaskGenerator,
@@ -157,3 +158,32 @@ def test_max_area_filter(tiny_checkpoint):
     assert (fractions >= 0.5).any() and (fractions < 0.5).any()
     assert len(filtered) == int((fractions < 0.5).sum())
     assert all(decode_rle(r).mean() < 0.5 for r in filtered.rles)
+
+
+def test_batch_nms_stages_the_suppression(tiny_checkpoint, monkeypatch):
+    """Box NMS per batch of points, then per crop (the edge re-implementation's staging), on hand-made
+    masks: boxes A ~ B ~ C overlap in a chain (IoU 0.81) while A and C do not (0.65). Once over the image,
+    A suppresses B, so C survives; per batch, B (batch 1, with C) suppresses C first, then A suppresses B."""
+    predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device="cpu")
+    # 64x64 image, 2x2 grid: points (16, 16), (48, 16) form batch 1, (16, 48), (48, 48) batch 2. The
+    # low-res frame has 32x32 cells of 2x2 pixels; each point gets one mask: B, C, A, D.
+    cells = {(16, 16): (0, 10, 1, 11), (48, 16): (0, 10, 2, 12), (16, 48): (0, 10, 0, 10), (48, 48): (20, 30, 20, 30)}
+    scores = {(16, 16): 0.8, (48, 16): 0.7, (16, 48): 0.9, (48, 48): 0.6}
+
+    def predict_torch(points, labels, *, multimask, return_masks):
+        logits = torch.full((len(points), 1, 32, 32), -10.0)
+        iou = torch.zeros(len(points), 1)
+        for i, (x, y) in enumerate(points[:, 0].round().int().tolist()):
+            r0, r1, c0, c1 = cells[(x, y)]
+            logits[i, 0, r0:r1, c0:c1] = 10.0
+            iou[i, 0] = scores[(x, y)]
+        return MaskPrediction(masks=None, iou_scores=iou, low_res_logits=logits)
+
+    monkeypatch.setattr(predictor, "predict_torch", predict_torch)
+    image = np.zeros((64, 64, 3), np.uint8)
+    base = dict(points_per_side=2, points_per_batch=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    once = AutomaticMaskGenerator(predictor, **base).generate(image)
+    staged = AutomaticMaskGenerator(predictor, batch_nms_thresh=0.7, **base).generate(image)
+    assert once.predicted_iou.tolist() == pytest.approx([0.9, 0.7, 0.6])  # A, C, D
+    assert staged.predicted_iou.tolist() == pytest.approx([0.9, 0.6])  # A, D
+    assert once.boxes[:2].tolist() == [[0, 0, 19, 19], [4, 0, 23, 19]]

@@ -158,6 +158,16 @@ def test_edges_command(tmp_path, tiny_checkpoint, capsys, caplog):
     assert load_prediction(out / "im0.png").shape == (40, 56)
     assert main([*args, "--set", "colour=red", "--out", str(out)]) == 2
     assert "unknown knob(s) colour" in capsys.readouterr().err
+    reference = tmp_path / "reference"
+    preset = ["--preset", "edges-reference", "--set", "points_per_side=4", "--out", str(reference)]
+    assert main([*args, *preset]) == 1
+    detector = E.EdgeDetector.from_preset(  # --set merges into the preset's AMG knobs
+        SamPredictor(build_sam("tiny", tiny_checkpoint)), "edges-reference", amg={"points_per_side": 4}
+    )
+    expected = detector.detect(images / "im1.png").save(tmp_path / "expected.png")
+    np.testing.assert_array_equal(load_prediction(reference / "im1.png"), load_prediction(expected))
+    assert main([*args, "--preset", "edges-bsds", "--out", str(out)]) == 2
+    assert "--preset must be one of edges-paper, edges-reference" in capsys.readouterr().err
 
 
 def test_eval_edges_command(tmp_path, capsys):
@@ -204,3 +214,8 @@ def test_bench_bsds_edges_runs_and_resumes(tmp_path, tiny_checkpoint):
     assert result["images"] == 2 and 0 <= result["metrics"]["ODS"] <= 1
     assert (out / "maps" / "3063.png").is_file() and (out / "eval" / "eval_bdry_thr.txt").is_file()
     assert len(np.loadtxt(out / "eval" / "eval_bdry_img.txt").reshape(-1, 5)) == 2
+    reference = tmp_path / "reference"
+    config = Path(__file__).resolve().parents[1] / "configs" / "edges_reference_bsds.yaml"
+    assert main([*args[:-3], "--config", str(config), "--out", str(reference), "-q", "--limit", "1"]) == 0
+    resolved = json.loads((reference / "results.json").read_text())["config"]["task"]
+    assert resolved["orientation"] == "opencv" and resolved["amg"] == {"batch_nms_thresh": 0.7, "points_per_side": 4}

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from torchvision.ops import batched_nms
 from samtasks.predictor import SamPredictor
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class AmgSettings:
     stability_score_thresh: float = 0.95  # keep if stability >= this (0 disables)
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    # Also box NMS within each batch of points_per_batch points, before the crop's NMS (0 disables; the
+    # public edge re-implementation stages it so, at 0.7). With it on, points_per_batch changes the result.
+    batch_nms_thresh: float = 0.0
     crop_n_layers: int = 0
     crop_nms_thresh: float = 0.7
     crop_overlap_ratio: float = 512 / 1500
@@ -67,6 +73,17 @@ PRESETS: dict[str, AmgSettings] = {
     # Edge detection on BSDS500 (section 7.2, steps 1-2): 16x16, no filtering, NMS 0.7.
     "edges-bsds": AmgSettings(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0),
 }
+
+
+def preset_with_overrides(presets: dict[str, T], name: str, task: str, overrides: dict) -> T:
+    """`presets[name]` (a task's settings) with `overrides` replacing its fields; an `amg` dict is merged
+    into the preset's. A `ValueError` names an unknown preset, a `TypeError` an unknown field."""
+    if name not in presets:
+        raise ValueError(f"unknown {task} preset {name!r}; choose one of {', '.join(presets)}")
+    base = presets[name]
+    if "amg" in overrides:
+        overrides = {**overrides, "amg": {**base.amg, **overrides["amg"]}}
+    return dataclasses.replace(base, **overrides)
 
 
 def preset_settings(preset: str, overrides: dict) -> AmgSettings:
@@ -317,7 +334,7 @@ class AutomaticMaskGenerator:
             full_frame = np.zeros((len(masks), h, w), bool)
             full_frame[:, y0:y1, x0:x1] = masks
             masks = full_frame
-        return GeneratedMasks(
+        data = GeneratedMasks(
             image_size=image_size,
             rles=encode_rle(masks),
             boxes=torch.cat(kept_boxes).numpy(),
@@ -327,6 +344,9 @@ class AutomaticMaskGenerator:
             crop_boxes=np.tile(np.array(crop_box, np.int64), (len(index), 1)),
             low_res_logits=logits[index].float().cpu().numpy() if self.keep_logits else None,
         )
+        if s.batch_nms_thresh > 0 and len(data):
+            data = data.select(self._nms(data.boxes, data.predicted_iou, s.batch_nms_thresh))
+        return data
 
     def _clean_up(self, result: GeneratedMasks) -> GeneratedMasks:
         """Removes small holes and islands, then NMS again preferring masks the clean-up left alone."""

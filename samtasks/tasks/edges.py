@@ -4,6 +4,8 @@ maximum over masks normalized to [0, 1], then structured-edge NMS.
 
 Every step is vectorized (masks in chunks on the predictor's device, the NMS over whole arrays), and
 each can be switched for ablations: no gate, mean instead of max, thinning or nothing instead of NMS.
+Two presets: `edges-paper` (the paper's text) and `edges-reference`, the recipe of the public
+re-implementation (ymgw55/segment-anything-edge-detection); `EdgeSettings` documents where they differ.
 """
 
 from __future__ import annotations
@@ -18,38 +20,98 @@ import torch.nn.functional as F
 
 from samtasks.predictor import SamPredictor
 from samtasks.structures import EdgeMap
-from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
+from samtasks.tasks.amg import (
+    AmgSettings,
+    AutomaticMaskGenerator,
+    GeneratedMasks,
+    preset_settings,
+    preset_with_overrides,
+)
 
-REDUCTIONS = ("max", "mean")
-SUPPRESSIONS = ("nms", "thin", "none")
+CHOICES = {
+    "sobel_padding": ("replicate", "zeros"),
+    "gate_ring": ("outer", "sobel"),
+    "reduce": ("max", "mean"),
+    "normalize": ("max", "min-max"),
+    "suppression": ("nms", "thin", "none"),
+    "smooth_border": ("symmetric", "reflect-101"),
+    "orientation": ("toolbox", "opencv"),
+    "quantize": ("round", "floor"),
+}
+
+
+def _check(name: str, value: str) -> None:
+    if value not in CHOICES[name]:
+        raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class EdgeSettings:
-    """The edge pipeline after the mask generator. Defaults are the paper's protocol."""
+    """The edge pipeline after the mask generator. Defaults are the paper's protocol (`edges-paper`);
+    the comments name the re-implementation's choice where `edges-reference` differs."""
 
     amg_preset: str = "edges-bsds"  # 16x16 grid, 3 masks per point, no filtering, box NMS 0.7, no crops
     amg: dict = dataclasses.field(default_factory=dict)  # AmgSettings fields overriding the preset
-    gate: bool = True  # keep the Sobel response only on each mask's outer boundary
+    # How the Sobel filters (of the probability map and, for the "sobel" gate, of the binary mask) see past
+    # the image: "replicate" the border pixel, or "zeros" (reference), which puts a step, so an edge, along
+    # the image frame wherever a mask's probability is high there.
+    sobel_padding: str = "replicate"
+    gate: bool = True  # keep each mask's Sobel response only on its boundary (gate_ring); False: everywhere
+    # Which boundary pixels the gate keeps: "outer", the ring a 3x3 dilation adds outside the mask; or
+    # "sobel" (reference), where the binary mask's Sobel is non-zero: the rings on both sides of the
+    # boundary, and with zero padding also the mask's pixels on the image frame.
+    gate_ring: str = "outer"
     reduce: str = "max"  # how masks combine per pixel: "max" (paper) or "mean"
+    # "max": edges / max; "min-max" (reference): (edges - min) / (max - min), the same map whenever a
+    # pixel is 0 (the gate leaves most pixels 0).
+    normalize: str = "max"
     suppression: str = "nms"  # "nms" (structured-edge NMS), "thin" (keep the thinned support), "none"
-    smooth_radius: float = 1.0  # triangle smoothing of the map before NMS (the usual convTri(E, 1)); 0: none
-    edge_nms_radius: int = 1  # NMS compares with neighbours this far along the normal
-    edge_nms_border: int = 5  # NMS fades edges within this many pixels of the border
-    edge_nms_multiplier: float = 1.01  # a pixel survives if >= its neighbours / this
+    # Triangle smoothing of the map before NMS (the usual convTri(E, 1) = [1 2 1] / 4 per axis); 0: none.
+    smooth_radius: float = 1.0
+    # Its border: "symmetric" (MATLAB convTri: d c b a | a b c d) or "reflect-101" (reference: OpenCV's
+    # GaussianBlur 3x3, sigma 0, which is the same [1 2 1] / 4: d c b | a b c d).
+    smooth_border: str = "symmetric"
+    # The NMS normal: "toolbox", the structured-edge toolbox's MATLAB recipe (convTri(E, 4), `gradient`
+    # twice), or "opencv" (reference), OpenCV's `computeOrientation` (radius-4 triangle and 3x3 Sobel
+    # second derivatives, reflect-101 borders).
+    orientation: str = "toolbox"
+    edge_nms_radius: int = 1  # NMS compares with neighbours this far along the normal (reference: 2)
+    edge_nms_border: int = 5  # NMS fades edges within this many pixels of the border (reference: 0)
+    edge_nms_multiplier: float = 1.01  # a pixel survives if >= its neighbours / this (reference: 1)
+    quantize: str = "round"  # the 8-bit PNG: "round" (255 e) or "floor" (reference: uint8(255 e) in float32)
     mask_chunk: int = 32  # masks upsampled and filtered at once (memory: chunk x H x W floats)
 
     def __post_init__(self) -> None:
         self.amg_settings()  # an unknown preset or AMG knob is an error here
-        if self.reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
-        if self.suppression not in SUPPRESSIONS:
-            raise ValueError(f"suppression must be one of {', '.join(SUPPRESSIONS)}, got {self.suppression!r}")
+        for name in CHOICES:
+            _check(name, getattr(self, name))
         if self.edge_nms_radius < 1 or self.edge_nms_border < 0 or self.mask_chunk < 1:
             raise ValueError("edge_nms_radius and mask_chunk must be >= 1, edge_nms_border >= 0")
 
     def amg_settings(self) -> AmgSettings:
         return preset_settings(self.amg_preset, self.amg)
+
+
+PRESETS: dict[str, EdgeSettings] = {
+    # The paper's recipe (PAPER.md section 3), for its Table 3 "SAM" row.
+    "edges-paper": EdgeSettings(),
+    # The public re-implementation's `pipeline.py` at its defaults (ymgw55/segment-anything-edge-detection),
+    # for the number reported for it (README, "Two edge recipes"): box NMS per batch of 64 points and again
+    # per image, zero-padded Sobel, Sobel gate, min-max normalization, GaussianBlur 3x3, OpenCV's
+    # `computeOrientation` and `edgesNms` defaults (r=2, s=0, m=1), PNG by truncation.
+    "edges-reference": EdgeSettings(
+        amg={"batch_nms_thresh": 0.7},
+        sobel_padding="zeros",
+        gate_ring="sobel",
+        normalize="min-max",
+        smooth_border="reflect-101",
+        orientation="opencv",
+        edge_nms_radius=2,
+        edge_nms_border=0,
+        edge_nms_multiplier=1.0,
+        quantize="floor",
+    ),
+}
 
 
 class EdgeDetector:
@@ -66,17 +128,23 @@ class EdgeDetector:
         amg = dataclasses.asdict(self.settings.amg_settings())
         self.generator = AutomaticMaskGenerator(predictor, keep_logits=True, **amg)
 
+    @classmethod
+    def from_preset(cls, predictor: SamPredictor, preset: str, **overrides) -> EdgeDetector:
+        """A detector with `PRESETS[preset]`, any `EdgeSettings` field overridden by keyword (`amg`
+        entries are merged into the preset's)."""
+        return cls(predictor, preset_with_overrides(PRESETS, preset, "edges", overrides))
+
     def detect(self, image) -> EdgeMap:
         """`image`: RGB `uint8 [H, W, 3]`, a PIL image or a path. Returns the edge map at image size."""
         masks = self.generator.generate(image)  # leaves the image set on the predictor
         h, w = masks.image_size
         s = self.settings
         if len(masks) == 0:
-            return EdgeMap(np.zeros((h, w), np.float32), 0)
+            return EdgeMap(np.zeros((h, w), np.float32), 0, quantize=s.quantize)
         combined = torch.zeros((h, w), dtype=torch.float32, device=self.predictor.device)
         for start in range(0, len(masks), s.mask_chunk):
             full = self._full_logits(masks, slice(start, start + s.mask_chunk))  # [B, H, W]
-            response = mask_edges(full, gate=s.gate)
+            response = mask_edges(full, padding=s.sobel_padding, gate=s.gate, gate_ring=s.gate_ring)
             if s.reduce == "max":
                 combined = torch.maximum(combined, response.amax(0))
             else:
@@ -84,8 +152,8 @@ class EdgeDetector:
         edges = combined.cpu().numpy().astype(np.float64)
         if s.reduce == "mean":
             edges /= len(masks)
-        edges = suppress(normalize(edges), s)
-        return EdgeMap(edges.astype(np.float32), len(masks))
+        edges = suppress(normalize(edges, s.normalize), s)
+        return EdgeMap(edges.astype(np.float32), len(masks), quantize=s.quantize)
 
     def _full_logits(self, masks: GeneratedMasks, index: slice) -> torch.Tensor:
         """Masks `index` as logits `float32 [B, H, W]` at image size (outside a mask's crop: -1e4)."""
@@ -102,35 +170,54 @@ class EdgeDetector:
 
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_PAD_MODES = {"replicate": "replicate", "zeros": "constant"}
 
 
-def mask_edges(logits: torch.Tensor, *, gate: bool = True) -> torch.Tensor:
-    """Sobel magnitude of each mask's probability map, kept on the mask's outer boundary.
+def _sobel(images: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
+    """3x3 Sobel derivatives: `float [B, 1, H, W]` -> `[B, 2, H, W]` (d/dx, d/dy; x right, y down);
+    `padding` is "replicate" or "zeros"."""
+    _check("sobel_padding", padding)
+    kx = _SOBEL_X.to(images)
+    kernels = torch.stack([kx, kx.T])[:, None]  # [2, 1, 3, 3]
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode=_PAD_MODES[padding]), kernels)
+
+
+def mask_edges(
+    logits: torch.Tensor, *, padding: str = "replicate", gate: bool = True, gate_ring: str = "outer"
+) -> torch.Tensor:
+    """Sobel magnitude of each mask's probability map, kept on the mask's boundary.
 
     Args:
         logits: `float [B, H, W]` mask logits at image size.
-        gate: zero the response except on the ring a 3x3 dilation of the mask (logit > 0) adds.
+        padding: the Sobel's border, "replicate" or "zeros" (see `EdgeSettings.sobel_padding`).
+        gate: zero the response off the boundary ring of the mask (logit > 0).
+        gate_ring: "outer" (the ring a 3x3 dilation adds) or "sobel" (where the mask's Sobel is non-zero).
 
     Returns:
         `float [B, H, W]`.
     """
+    _check("gate_ring", gate_ring)
     prob = torch.sigmoid(logits)[:, None]  # [B, 1, H, W]
-    kx = _SOBEL_X.to(prob)
-    kernels = torch.stack([kx, kx.T])[:, None]  # [2, 1, 3, 3]
-    grad = F.conv2d(F.pad(prob, (1, 1, 1, 1), mode="replicate"), kernels)  # [B, 2, H, W]
-    magnitude = grad.pow(2).sum(1).sqrt()  # [B, H, W]
+    magnitude = _sobel(prob, padding).pow(2).sum(1).sqrt()  # [B, H, W]
     if not gate:
         return magnitude
     inside = (logits > 0).float()[:, None]
-    dilated = F.max_pool2d(inside, 3, stride=1, padding=1)
-    ring = (dilated - inside)[:, 0] > 0
+    if gate_ring == "outer":
+        ring = (F.max_pool2d(inside, 3, stride=1, padding=1) - inside)[:, 0] > 0
+    else:
+        ring = (_sobel(inside, padding) != 0).any(1)
     return magnitude * ring
 
 
-def normalize(edges: np.ndarray) -> np.ndarray:
-    """Linear map to [0, 1] (`edges / max`; an all-zero map stays zero)."""
-    top = float(edges.max()) if edges.size else 0.0
-    return edges / top if top > 0 else edges
+def normalize(edges: np.ndarray, rule: str = "max") -> np.ndarray:
+    """Linear map to [0, 1]: "max" `edges / max`, or "min-max" `(edges - min) / (max - min)`; a map
+    without a positive range becomes `edges - min`."""
+    _check("normalize", rule)
+    if not edges.size:
+        return edges
+    low = float(edges.min()) if rule == "min-max" else 0.0
+    span = float(edges.max()) - low
+    return (edges - low) / span if span > 0 else edges - low
 
 
 def suppress(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
@@ -141,22 +228,27 @@ def suppress(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
         from samtasks.metrics.bsds import thin
 
         return edges * thin(edges > 0)
-    smoothed = conv_tri(edges, settings.smooth_radius)
+    smoothed = conv_tri(edges, settings.smooth_radius, border=settings.smooth_border)
     return edge_nms(
         smoothed,
-        edge_orientation(smoothed),
+        edge_orientation(smoothed, settings.orientation),
         radius=settings.edge_nms_radius,
         border=settings.edge_nms_border,
         multiplier=settings.edge_nms_multiplier,
     )
 
 
-def conv_tri(image: np.ndarray, radius: float) -> np.ndarray:
-    """Triangle-filter smoothing with symmetric padding (the structured-edge toolbox's `convTri`):
-    `[1 .. r+1 .. 1] / (r+1)^2` per axis; for `0 < r <= 1` the 3-tap `[1 p 1] / (2 + p)`,
-    `p = 12 / r / (r + 2) - 2`."""
+_BORDER_MODES = {"symmetric": "reflect", "reflect-101": "mirror"}  # scipy.ndimage's names
+
+
+def conv_tri(image: np.ndarray, radius: float, *, border: str = "symmetric") -> np.ndarray:
+    """Triangle-filter smoothing (the structured-edge toolbox's `convTri`): `[1 .. r+1 .. 1] / (r+1)^2`
+    per axis; for `0 < r <= 1` the 3-tap `[1 p 1] / (2 + p)`, `p = 12 / r / (r + 2) - 2`. `border`:
+    "symmetric" (MATLAB's, the toolbox's) or "reflect-101" (OpenCV's default, which its `imsmooth` and
+    `GaussianBlur` use)."""
     from scipy.ndimage import convolve1d
 
+    _check("smooth_border", border)
     if radius <= 0:
         return image
     if radius <= 1:
@@ -165,16 +257,35 @@ def conv_tri(image: np.ndarray, radius: float) -> np.ndarray:
     else:
         r = int(radius)
         kernel = np.concatenate([np.arange(1, r + 2), np.arange(r, 0, -1)]) / (r + 1) ** 2
-    out = convolve1d(np.asarray(image, np.float64), kernel, axis=1, mode="reflect")  # "reflect" = MATLAB symmetric
-    return convolve1d(out, kernel, axis=0, mode="reflect")
+    out = convolve1d(np.asarray(image, np.float64), kernel, axis=1, mode=_BORDER_MODES[border])
+    return convolve1d(out, kernel, axis=0, mode=_BORDER_MODES[border])
 
 
-def edge_orientation(edges: np.ndarray) -> np.ndarray:
-    """Normal orientation in [0, pi) from the second derivatives of `conv_tri(edges, 4)`:
-    `mod(atan(Oyy * sign(-Oxy) / (Oxx + 1e-5)), pi)` (the structured-edge recipe)."""
-    oy, ox = np.gradient(conv_tri(edges, 4))
-    oxx = np.gradient(ox, axis=1)
-    oyy, oxy = np.gradient(oy)
+def edge_orientation(edges: np.ndarray, recipe: str = "toolbox") -> np.ndarray:
+    """Normal orientation in [0, pi) (x right, y down) from the second derivatives of the map smoothed
+    by a radius-4 triangle: `mod(atan(Oyy * sign(-Oxy) / (Oxx + 1e-5)), pi)`.
+
+    `recipe`: "toolbox", the structured-edge toolbox's (`convTri(E, 4)`, then MATLAB's `gradient` twice:
+    central differences, one-sided at the border); "opencv", OpenCV's `computeOrientation` (the same
+    triangle with a reflect-101 border, then 3x3 Sobel second derivatives, reflect-101).
+    """
+    from scipy.ndimage import correlate1d
+
+    _check("orientation", recipe)
+    if recipe == "toolbox":
+        oy, ox = np.gradient(conv_tri(edges, 4))
+        oxx = np.gradient(ox, axis=1)
+        oyy, oxy = np.gradient(oy)
+    else:
+        smoothed = conv_tri(edges, 4, border="reflect-101")
+
+        def separable(x_kernel: list[float], y_kernel: list[float]) -> np.ndarray:
+            along_x = correlate1d(smoothed, x_kernel, axis=1, mode="mirror")
+            return correlate1d(along_x, y_kernel, axis=0, mode="mirror")
+
+        oxx = separable([1, -2, 1], [1, 2, 1])
+        oyy = separable([1, 2, 1], [1, -2, 1])
+        oxy = separable([-1, 0, 1], [-1, 0, 1])
     return np.mod(np.arctan(oyy * np.sign(-oxy) / (oxx + 1e-5)), np.pi)
 
 
@@ -221,21 +332,29 @@ def edge_nms(
     return out
 
 
-def save_edge_map(path: str | Path, edges: np.ndarray) -> Path:
-    """Writes `float [H, W]` in [0, 1] as an 8-bit grayscale PNG (`round(255 * e)`), the format the
-    BSDS benchmark reads."""
+def save_edge_map(path: str | Path, edges: np.ndarray, *, quantize: str = "round") -> Path:
+    """Writes `float [H, W]` in [0, 1] as an 8-bit grayscale PNG, the format the BSDS benchmark reads:
+    `round(255 * e)`, or with `quantize="floor"` the re-implementation's `uint8(255 * e)` (truncation,
+    in float32 as it computes)."""
     from PIL import Image
 
+    _check("quantize", quantize)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     array = np.asarray(edges, np.float64)
     if array.ndim != 2 or not np.isfinite(array).all():
         raise ValueError(f"an edge map must be a finite [H, W] array, got shape {array.shape}")
-    Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)).save(path)
+    array = np.clip(array, 0, 1)
+    if quantize == "round":
+        levels = np.round(array * 255)
+    else:
+        levels = np.floor(array.astype(np.float32) * np.float32(255))
+    Image.fromarray(levels.astype(np.uint8)).save(path)
     return path
 
 
 __all__ = [
+    "PRESETS",
     "EdgeDetector",
     "EdgeSettings",
     "conv_tri",

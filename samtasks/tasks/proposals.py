@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from samtasks.predictor import SamPredictor
-from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
+from samtasks.tasks.amg import (
+    AmgSettings,
+    AutomaticMaskGenerator,
+    GeneratedMasks,
+    preset_settings,
+    preset_with_overrides,
+)
 
 RANKINGS = ("quality", "random")
 
@@ -89,12 +95,7 @@ class ProposalGenerator:
     def from_preset(cls, predictor: SamPredictor, preset: str, **overrides) -> ProposalGenerator:
         """A generator with `PRESETS[preset]`, any `ProposalSettings` field overridden by keyword
         (`amg` entries are merged into the preset's)."""
-        if preset not in PRESETS:
-            raise ValueError(f"unknown proposals preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        base = PRESETS[preset]
-        if "amg" in overrides:
-            overrides["amg"] = {**base.amg, **overrides["amg"]}
-        return cls(predictor, dataclasses.replace(base, **overrides))
+        return cls(predictor, preset_with_overrides(PRESETS, preset, "proposals", overrides))
 
     def generate(self, image) -> Proposals:
         """Proposals for one image (array, PIL image or path)."""
