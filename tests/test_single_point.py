@@ -1,6 +1,6 @@
-"""Single-point evaluation: the center point, the RITM click rule and whole click sessions against an
-independent version of the reference rule written here, click metrics on hand-computed sequences, readers,
-and the suite end to end on the tiny model."""
+"""Single-point evaluation: the center point, the RITM click rule, whole click sessions and NoC / NoF against
+an independent version of the reference rules written here, click metrics on hand-computed sequences, the
+records' precision, readers, and the suite end to end on the tiny model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from samtasks.evaluation import load_config
 from samtasks.evaluation.single_point import SinglePointBenchmark, SinglePointSuiteConfig, run_suite
 from samtasks.metrics.single_point import ClickMetrics
 from samtasks.structures import MaskPrediction, Sample
-from samtasks.tasks.single_point import ClickEvaluator, center_point, mask_iou, next_click
+from samtasks.tasks.single_point import ClickEvaluator, ClickResult, center_point, mask_iou, next_click
 
 from .conftest import random_image
 from .synthetic import write_dataset
@@ -226,11 +226,68 @@ def test_click_metrics_hand_computed():
     assert out["mIoU@1"] == pytest.approx(0.5) and out["mIoU@3"] == pytest.approx((0.95 + 0.92 + 0.3) / 3)
     assert out["oracle_mIoU@1"] == pytest.approx(0.65)
     assert out["NoC@85"] == pytest.approx((2 + 1 + 3) / 3) and out["NoF@85"] == 1
-    assert out["NoC@90"] == pytest.approx((3 + 1 + 3) / 3) and out["NoF@90"] == 1
+    # The first object reaches 0.9 exactly at the last click: a failure, as in the reference.
+    assert out["NoC@90"] == pytest.approx((3 + 1 + 3) / 3) and out["NoF@90"] == 2
     assert (
         "NoC@85" not in ClickMetrics(noc_max_clicks=20).compute()
         and mask_iou(np.zeros(3, bool), np.zeros(3, bool)) == 1
     )
+    # The same means in any record order (sharded runs): (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1 in floats.
+    forward, backward = ClickMetrics(clicks_at=(1,)), ClickMetrics(clicks_at=(1,))
+    for ious in ([0.1], [0.2], [0.3]):
+        forward.update([ious], ious)
+    for ious in ([0.3], [0.2], [0.1]):
+        backward.update([ious], ious)
+    assert forward.compute() == backward.compute()
+
+
+def _reference_noc(ious, t, max_clicks):
+    """RITM's NoC from its description: the first click whose float32 IoU is >= t (in float32), else the
+    maximum."""
+    for click, iou in enumerate(ious[:max_clicks], 1):
+        if np.float32(iou) >= np.float32(t):
+            return click
+    return max_clicks
+
+
+def test_noc_and_nof_equal_the_reference_rule(rng):
+    near = [0.85, 0.9, 0.85 - 1e-9, 0.9 - 1e-9, 0.85 - 3e-7, 0.84999975, 0.9 + 1e-9, 0.89999999]
+    for _ in range(20):
+        ious = np.where(rng.random((30, 6)) < 0.3, rng.choice(near, (30, 6)), rng.random((30, 6)))
+        metric = ClickMetrics(clicks_at=(1,), noc_max_clicks=5)
+        metric.update(ious, np.zeros(30))
+        out = metric.compute()
+        for t in (0.85, 0.9):
+            noc = np.array([_reference_noc(row, t, 5) for row in ious])
+            key = round(t * 100)
+            assert out[f"NoC@{key}"] == pytest.approx(noc.mean()) and out[f"NoF@{key}"] == (noc == 5).sum()
+
+
+class _FixedEvaluator:
+    """Stands in for `ClickEvaluator`: the same IoUs for every image."""
+
+    def __init__(self, ious):
+        self.ious = np.asarray(ious)
+
+    def evaluate(self, image, gt_masks, ignore=None):
+        assert len(gt_masks) == len(self.ious)
+        return ClickResult(self.ious, self.ious[:, 0], np.full((*self.ious.shape, 3), -1))
+
+
+def test_records_decide_thresholds_as_the_raw_ious(tmp_path, rng):
+    _mask_folder(tmp_path, rng)
+    config = SinglePointSuiteConfig(datasets={"f": {"format": "mask-folder"}})
+    benchmark = SinglePointBenchmark("f", config, tmp_path)
+    # 0.84999975 reads as 0.85 at 6 decimals but stays below 0.85 in float32; 0.8999999999 is 0.9 in float32.
+    ious = np.array([[0.84999975] * 20, [0.5] * 19 + [0.8999999999]])
+    benchmark.evaluator = _FixedEvaluator(ious)
+    record = json.loads(json.dumps(benchmark.process(benchmark.samples()[0])))
+    assert record["ious"] == ious.tolist()
+    raw = ClickMetrics(config.clicks_at)
+    raw.update(ious, ious[:, 0])
+    expected = raw.compute()
+    assert benchmark.evaluate(iter([record])) == expected
+    assert expected["NoC@85"] == 20 and expected["NoF@85"] == 2 and expected["NoC@90"] == 20
 
 
 def test_objects_inside_the_ignore_region_are_left_out(tmp_path, rng):
