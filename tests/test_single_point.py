@@ -1,5 +1,6 @@
-"""Single-point evaluation: the center point, the RITM click rule (against a brute-force version),
-click metrics on hand-computed sequences, readers, and the suite end to end on the tiny model."""
+"""Single-point evaluation: the center point, the RITM click rule, whole click sessions and NoC / NoF against
+an independent version of the reference rules written here, click metrics on hand-computed sequences, the
+records' precision, readers, and the suite end to end on the tiny model."""
 
 from __future__ import annotations
 
@@ -7,22 +8,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from samtasks import SamPredictor, build_sam
 from samtasks.cli import main
 from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
 from samtasks.evaluation import load_config
-from samtasks.evaluation.single_point import SinglePointSuiteConfig, run_suite
+from samtasks.evaluation.single_point import SinglePointBenchmark, SinglePointSuiteConfig, run_suite
 from samtasks.metrics.single_point import ClickMetrics
-from samtasks.tasks.single_point import ClickEvaluator, center_point, mask_iou, next_click
+from samtasks.structures import MaskPrediction, Sample
+from samtasks.tasks.single_point import ClickEvaluator, ClickResult, center_point, mask_iou, next_click
 
 from .conftest import random_image
 from .synthetic import write_dataset
-
-
-def _grid(h=9, w=11):
-    return np.mgrid[0:h, 0:w]
 
 
 def test_center_of_a_rectangle():
@@ -77,20 +76,26 @@ def _brute_distance(region: np.ndarray) -> np.ndarray:
     return out
 
 
-def _brute_click(gt, pred, clicked):
-    fn = _brute_distance(gt & ~pred)
-    fp = _brute_distance(pred & ~gt)
+def _reference_click(label, pred, clicked):
+    """RITM's click rule, written from its description, on a RITM label map (1 object, 0 background,
+    -1 ignored): the error regions hold no ignored pixel, distances are brute force with the image border as
+    boundary, clicked pixels are zeroed afterwards, a tie between the regions is negative, ties between
+    pixels go to the first in row-major order."""
+    fn = _brute_distance((label == 1) & ~pred)
+    fp = _brute_distance((label == 0) & pred)
     fn[clicked] = 0
     fp[clicked] = 0
     if fn.max() == 0 and fp.max() == 0:
-        return None
+        return None  # ours: the reference would click a negative at (0, 0)
     positive = fn.max() > fp.max()
     region = fn if positive else fp
-    best = region.max()
-    for y in range(gt.shape[0]):
-        for x in range(gt.shape[1]):
-            if region[y, x] == best:
-                return x, y, bool(positive)
+    ys, xs = np.nonzero(region == region.max())
+    return int(xs[0]), int(ys[0]), bool(positive)
+
+
+def _blocks(rng, h, w, p, size=3):
+    """Random `size` x `size` blocks: objects and ignore regions that overlap and touch."""
+    return np.kron(rng.random((h // size + 1, w // size + 1)) < p, np.ones((size, size), bool))[:h, :w]
 
 
 def test_click_rule_cases():
@@ -108,12 +113,110 @@ def test_click_rule_cases():
     assert next_click(gt, empty, clicked)[:2] != (cx, cy)  # a clicked pixel is never chosen again
 
 
-def test_click_rule_equals_brute_force(rng):
-    for _ in range(25):
-        gt = rng.random((10, 13)) < 0.5
-        pred = rng.random((10, 13)) < 0.5
-        clicked = rng.random((10, 13)) < 0.1
-        assert next_click(gt, pred, clicked) == _brute_click(gt, pred, clicked)
+def test_ignore_region_is_boundary_before_the_distance_transforms():
+    # Columns [ignore, bg, bg, obj, obj, obj], prediction [1, 1, 1, 0, 0, 0]: the missed object (depth 2)
+    # is deeper than the wrong prediction (depth 1, the ignored column its boundary): positive at its centre.
+    gt = np.zeros((3, 6), bool)
+    gt[:, 3:] = True
+    pred = np.zeros_like(gt)
+    pred[:, :3] = True
+    ignore = np.zeros_like(gt)
+    ignore[:, 0] = True
+    assert next_click(gt, pred, ignore=ignore) == (4, 1, True)
+    # An ignore region touching the object, the prediction spilling across it: the wrong prediction beyond
+    # it (columns 6..9) is 2 deep at columns 7 and 8 of rows 1..3.
+    gt = np.zeros((5, 10), bool)
+    gt[:, :4] = True
+    ignore = np.zeros_like(gt)
+    ignore[:, 4:6] = True
+    assert next_click(gt, np.ones_like(gt), ignore=ignore) == (7, 1, False)
+    # An ignore region over the left half of the object: the first click is the centre of the rest.
+    gt = np.zeros((9, 14), bool)
+    gt[1:8, 1:13] = True
+    ignore = np.zeros_like(gt)
+    ignore[:, 1:7] = True
+    assert ignore[center_point(gt)[::-1]]
+    assert center_point(gt & ~ignore) == (9, 3)
+    assert next_click(gt, np.zeros_like(gt), ignore=ignore) == (9, 3, True)
+
+
+def test_click_rule_equals_the_reference_rule(rng):
+    for trial in range(300):
+        h, w = rng.integers(3, 16, 2)
+        if trial % 2:
+            gt, ignore = _blocks(rng, h, w, 0.5), _blocks(rng, h, w, 0.3)
+        else:
+            gt, ignore = rng.random((h, w)) < 0.5, rng.random((h, w)) < 0.2
+        pred = rng.random((h, w)) < rng.random()
+        clicked = rng.random((h, w)) < 0.05
+        label = np.where(ignore, -1, gt.astype(int))
+        assert next_click(gt, pred, clicked, ignore) == _reference_click(label, pred, clicked)
+        if (gt & ~ignore).any():  # the first click: the rule on an empty prediction
+            first = _reference_click(label, np.zeros_like(gt), np.zeros_like(gt))
+            assert (*center_point(gt & ~ignore), True) == first
+
+
+class _ScriptedPredictor:
+    """Stands in for `SamPredictor`: each prompt is answered by painting 7 x 7 squares around its clicks in
+    order (positive on, negative off), the same mask for all outputs, so a session is fully predictable."""
+
+    def set_image(self, image):
+        self.size = image.shape[:2]
+
+    def reset_image(self):
+        self.size = None
+
+    def predict_torch(self, points, labels, mask_input=None, *, multimask=True):
+        masks = np.stack([_painted(p.numpy(), lab.numpy(), self.size) for p, lab in zip(points, labels, strict=True)])
+        c = 3 if multimask else 1
+        masks = torch.from_numpy(masks)[:, None].expand(-1, c, -1, -1)  # [B, C, H, W]
+        return MaskPrediction(masks, torch.zeros(len(masks), c), torch.zeros(len(masks), c, 8, 8))
+
+
+def _painted(points, labels, size):
+    mask = np.zeros(size, bool)
+    for (x, y), label in zip(points.astype(int), labels, strict=True):
+        if label >= 0:  # -1 pads objects with fewer clicks
+            mask[max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4] = label == 1
+    return mask
+
+
+def _reference_session(label, max_clicks):
+    """RITM's `evaluate_sample` from its description, answered by `_painted`: clicks from an empty
+    prediction on, IoU without ignored pixels; (clicks, IoUs) with -1 / the last IoU once nothing is left."""
+    pred = np.zeros(label.shape, bool)
+    clicked = np.zeros(label.shape, bool)
+    points, ious = [], []
+    for _ in range(max_clicks):
+        click = _reference_click(label, pred, clicked)
+        if click is not None:
+            points.append(click)
+            clicked[click[1], click[0]] = True
+            xy = np.array([p[:2] for p in points])
+            pred = _painted(xy, np.array([int(p[2]) for p in points]), label.shape)
+        obj = label == 1
+        ious.append((obj & pred).sum() / ((obj | pred) & (label != -1)).sum())
+    clicks = [(x, y, int(positive)) for x, y, positive in points]
+    return clicks + [(-1, -1, -1)] * (max_clicks - len(clicks)), ious
+
+
+def test_click_sessions_equal_the_reference_sessions(rng):
+    evaluator = ClickEvaluator(_ScriptedPredictor(), max_clicks=8)
+    image = np.zeros((14, 17, 3), np.uint8)
+    for _ in range(12):
+        ignore = _blocks(rng, 14, 17, 0.3)
+        gts = np.stack([_blocks(rng, 14, 17, 0.3, size=int(rng.integers(2, 5))) for _ in range(3)])
+        gts = gts[(gts & ~ignore).any((1, 2))]
+        result = evaluator.evaluate(image, gts, ignore)
+        for i, gt in enumerate(gts):
+            clicks, ious = _reference_session(np.where(ignore, -1, gt.astype(int)), 8)
+            assert result.clicks[i].tolist() == [list(c) for c in clicks]
+            assert result.ious[i].tolist() == ious
+            assert not ignore[result.clicks[i, 0, 1], result.clicks[i, 0, 0]]
+    inside = np.zeros((1, 14, 17), bool)
+    inside[0, 2:5, 2:5] = True
+    with pytest.raises(ValueError, match="outside the ignore region"):
+        evaluator.evaluate(image, inside, inside[0])
 
 
 def test_click_metrics_hand_computed():
@@ -123,11 +226,80 @@ def test_click_metrics_hand_computed():
     assert out["mIoU@1"] == pytest.approx(0.5) and out["mIoU@3"] == pytest.approx((0.95 + 0.92 + 0.3) / 3)
     assert out["oracle_mIoU@1"] == pytest.approx(0.65)
     assert out["NoC@85"] == pytest.approx((2 + 1 + 3) / 3) and out["NoF@85"] == 1
-    assert out["NoC@90"] == pytest.approx((3 + 1 + 3) / 3) and out["NoF@90"] == 1
+    # The first object reaches 0.9 exactly at the last click: a failure, as in the reference.
+    assert out["NoC@90"] == pytest.approx((3 + 1 + 3) / 3) and out["NoF@90"] == 2
     assert (
         "NoC@85" not in ClickMetrics(noc_max_clicks=20).compute()
         and mask_iou(np.zeros(3, bool), np.zeros(3, bool)) == 1
     )
+    # The same means in any record order (sharded runs): (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1 in floats.
+    forward, backward = ClickMetrics(clicks_at=(1,)), ClickMetrics(clicks_at=(1,))
+    for ious in ([0.1], [0.2], [0.3]):
+        forward.update([ious], ious)
+    for ious in ([0.3], [0.2], [0.1]):
+        backward.update([ious], ious)
+    assert forward.compute() == backward.compute()
+
+
+def _reference_noc(ious, t, max_clicks):
+    """RITM's NoC from its description: the first click whose float32 IoU is >= t (in float32), else the
+    maximum."""
+    for click, iou in enumerate(ious[:max_clicks], 1):
+        if np.float32(iou) >= np.float32(t):
+            return click
+    return max_clicks
+
+
+def test_noc_and_nof_equal_the_reference_rule(rng):
+    near = [0.85, 0.9, 0.85 - 1e-9, 0.9 - 1e-9, 0.85 - 3e-7, 0.84999975, 0.9 + 1e-9, 0.89999999]
+    for _ in range(20):
+        ious = np.where(rng.random((30, 6)) < 0.3, rng.choice(near, (30, 6)), rng.random((30, 6)))
+        metric = ClickMetrics(clicks_at=(1,), noc_max_clicks=5)
+        metric.update(ious, np.zeros(30))
+        out = metric.compute()
+        for t in (0.85, 0.9):
+            noc = np.array([_reference_noc(row, t, 5) for row in ious])
+            key = round(t * 100)
+            assert out[f"NoC@{key}"] == pytest.approx(noc.mean()) and out[f"NoF@{key}"] == (noc == 5).sum()
+
+
+class _FixedEvaluator:
+    """Stands in for `ClickEvaluator`: the same IoUs for every image."""
+
+    def __init__(self, ious):
+        self.ious = np.asarray(ious)
+
+    def evaluate(self, image, gt_masks, ignore=None):
+        assert len(gt_masks) == len(self.ious)
+        return ClickResult(self.ious, self.ious[:, 0], np.full((*self.ious.shape, 3), -1))
+
+
+def test_records_decide_thresholds_as_the_raw_ious(tmp_path, rng):
+    _mask_folder(tmp_path, rng)
+    config = SinglePointSuiteConfig(datasets={"f": {"format": "mask-folder"}})
+    benchmark = SinglePointBenchmark("f", config, tmp_path)
+    # 0.84999975 reads as 0.85 at 6 decimals but stays below 0.85 in float32; 0.8999999999 is 0.9 in float32.
+    ious = np.array([[0.84999975] * 20, [0.5] * 19 + [0.8999999999]])
+    benchmark.evaluator = _FixedEvaluator(ious)
+    record = json.loads(json.dumps(benchmark.process(benchmark.samples()[0])))
+    assert record["ious"] == ious.tolist()
+    raw = ClickMetrics(config.clicks_at)
+    raw.update(ious, ious[:, 0])
+    expected = raw.compute()
+    assert benchmark.evaluate(iter([record])) == expected
+    assert expected["NoC@85"] == 20 and expected["NoF@85"] == 2 and expected["NoC@90"] == 20
+
+
+def test_objects_inside_the_ignore_region_are_left_out(tmp_path, rng):
+    _mask_folder(tmp_path, rng)
+    config = SinglePointSuiteConfig(datasets={"f": {"format": "mask-folder"}})
+    benchmark = SinglePointBenchmark("f", config, tmp_path)
+    benchmark.evaluator = ClickEvaluator(_ScriptedPredictor(), max_clicks=20)
+    sample = benchmark.samples()[0]
+    crowd = {"id": 9, "mask_file": sample.annotations[0]["mask_file"], "iscrowd": 1}  # covers object 1
+    sample = Sample(sample.image_id, sample.path, sample.height, sample.width, (*sample.annotations, crowd))
+    record = benchmark.process(sample)
+    assert record["object_ids"] == [2] and len(record["ious"]) == 1
 
 
 def test_evaluator_on_the_tiny_model(tiny_checkpoint, rng):

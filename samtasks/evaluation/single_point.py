@@ -108,12 +108,16 @@ class SinglePointBenchmark:
         )
 
     def process(self, sample: Sample) -> dict:
+        """One image's record. IoUs are kept at full float64 precision (JSON floats round-trip exactly), so
+        the records decide every threshold as the raw IoUs do. An object entirely inside the ignore region
+        has no pixel to click or score and is left out (`object_ids` lists the evaluated objects)."""
         masks, ignore, anns = sample_masks(sample)
-        result = self.evaluator.evaluate(sample.load_image(), masks, ignore if ignore.any() else None)
+        keep = (masks & ~ignore).any((1, 2))
+        result = self.evaluator.evaluate(sample.load_image(), masks[keep], ignore if ignore.any() else None)
         return {
-            "object_ids": [a.get("id") for a in anns],
-            "ious": result.ious.round(6).tolist(),
-            "oracle": result.oracle_iou.round(6).tolist(),
+            "object_ids": [a.get("id") for a, kept in zip(anns, keep, strict=True) if kept],
+            "ious": result.ious.tolist(),
+            "oracle": result.oracle_iou.tolist(),
         }
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:

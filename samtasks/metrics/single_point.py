@@ -1,8 +1,17 @@
-"""Interactive-segmentation metrics over objects: mIoU after N clicks, oracle mIoU at one click,
-NoC (clicks needed to reach an IoU) and NoF (objects that never reach it)."""
+"""Interactive-segmentation metrics over objects: mIoU after N clicks, oracle mIoU at one click, NoC and NoF.
+
+NoC and NoF follow RITM (SamsungLabs/ritm_interactive_segmentation, `compute_noc_metric` in
+`isegm/inference/utils.py`, as `scripts/evaluate_model.py` reports them):
+- NoC@t: the first click whose IoU is >= t, or the maximum number of clicks when no click reaches t;
+- NoF@t: the number of objects whose NoC@t is the maximum (printed there as `>=20@t`), so an object that
+  reaches t exactly at the last click counts as a failure too;
+- RITM keeps IoUs as float32 (`evaluate_sample` in `isegm/inference/evaluation.py`) and compares them
+  with t in float32; so do we, which decides an IoU within float32 rounding of t as the reference does.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,8 +23,8 @@ class ClickMetrics:
     Args:
         clicks_at: the N of `mIoU@N`.
         noc_thresholds: the IoU targets of `NoC@t` / `NoF@t` (keys use t * 100).
-        noc_max_clicks: NoC counts an object that never reaches t as this many clicks (the common 20);
-            reported only when the sequences are at least this long.
+        noc_max_clicks: the maximum number of clicks of NoC and NoF (the common 20); both are reported only
+            when the sequences are at least this long.
     """
 
     def __init__(
@@ -45,16 +54,17 @@ class ClickMetrics:
         ious = np.stack(self.ious)  # [K, N]
         n = ious.shape[1]
         out: dict[str, float] = {"objects": len(ious)}
+        # Exactly rounded sums: the same means in any record order, however the run was sharded.
         for clicks in self.clicks_at:
             if clicks <= n:
-                out[f"mIoU@{clicks}"] = float(ious[:, clicks - 1].mean())
-        out["oracle_mIoU@1"] = float(np.mean(self.oracle))
+                out[f"mIoU@{clicks}"] = math.fsum(ious[:, clicks - 1]) / len(ious)
+        out["oracle_mIoU@1"] = math.fsum(self.oracle) / len(self.oracle)
         if n >= self.noc_max_clicks:
-            window = ious[:, : self.noc_max_clicks]
+            window = ious[:, : self.noc_max_clicks].astype(np.float32)  # the reference's precision
             for t in self.noc_thresholds:
-                reached = window >= t
-                first = np.where(reached.any(1), reached.argmax(1) + 1, self.noc_max_clicks)
+                reached = window >= np.float32(t)
+                noc = np.where(reached.any(1), reached.argmax(1) + 1, self.noc_max_clicks)
                 key = round(t * 100)
-                out[f"NoC@{key}"] = float(first.mean())
-                out[f"NoF@{key}"] = float((~reached.any(1)).sum())
+                out[f"NoC@{key}"] = float(noc.mean())
+                out[f"NoF@{key}"] = float((noc == self.noc_max_clicks).sum())
         return out

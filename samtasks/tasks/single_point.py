@@ -1,9 +1,23 @@
 """Single-point valid-mask evaluation and interactive clicks (PAPER.md section 2).
 
-The first click is the object's "center" (the interior point farthest from the boundary); later
-clicks follow the RITM protocol: the next click goes to the pixel farthest from the boundary of the
-larger error region (false negatives -> positive click, false positives -> negative click). All
-objects of an image are clicked in lockstep, so each click step is one batched decoder call.
+Every click, the first included, follows RITM's evaluation (SamsungLabs/ritm_interactive_segmentation,
+`Clicker._get_next_click` in `isegm/inference/clicker.py`), which starts from an all-empty prediction:
+- the error regions are fn = object and not prediction (a missed object: positive click) and fp =
+  prediction and not object (a wrong prediction: negative click), both without the ignore region, which is
+  taken out *before* the distance transforms so that it counts as boundary, like the image border (the
+  regions are padded with one pixel of background);
+- pixels clicked before are zeroed *after* the distance transforms;
+- the click is positive at argmax(dt_fn) if max(dt_fn) > max(dt_fp), else negative at argmax(dt_fp) (a tie
+  is negative); of equally distant pixels the first in row-major order wins;
+- distances are float32 and equal to `cv2.distanceTransform`'s (float64 would break some ties otherwise,
+  though only at distances over 2048 px);
+- so the first click is `center_point` of the object minus the ignore region, never in it.
+The IoU leaves ignored pixels out of intersection and union (RITM's `get_iou` in `isegm/inference/utils.py`).
+
+Ours, where RITM does something else: with no error pixel left to click RITM adds a negative click at pixel
+(0, 0); we stop clicking that object and its answer stays. An object with no pixel outside the ignore region
+has nothing to click or score (a RITM label map cannot hold one): the evaluator rejects it. The random first
+point and the batched lockstep of all objects of an image (one decoder call per click step) are ours too.
 """
 
 from __future__ import annotations
@@ -20,8 +34,8 @@ FIRST_POINTS = ("center", "random")
 
 
 def _padded_distance(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance to the nearest pixel outside `mask`, the image border counting as outside."""
-    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    """float32 Euclidean distance to the nearest pixel outside `mask`, the image border counting as outside."""
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1].astype(np.float32)
 
 
 def center_point(mask: np.ndarray) -> tuple[int, int]:
@@ -46,16 +60,20 @@ def random_point(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     return int(xs[i]), int(ys[i])
 
 
-def next_click(gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray | None = None) -> tuple[int, int, bool] | None:
-    """The RITM click: (x, y, positive), or None when prediction and ground truth agree everywhere
-    (no pixel left to click).
+def next_click(
+    gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray | None = None, ignore: np.ndarray | None = None
+) -> tuple[int, int, bool] | None:
+    """The RITM click: (x, y, positive), or None when no error pixel is left to click.
 
     Args:
         gt, pred: `bool [H, W]`.
         clicked: `bool [H, W]`, pixels of earlier clicks, never clicked again.
+        ignore: `bool [H, W]`, pixels that are neither object nor background: boundary of both error regions.
     """
-    fn = _padded_distance(gt & ~pred)
-    fp = _padded_distance(pred & ~gt)
+    fn, fp = gt & ~pred, pred & ~gt
+    if ignore is not None:
+        fn, fp = fn & ~ignore, fp & ~ignore
+    fn, fp = _padded_distance(fn), _padded_distance(fp)
     if clicked is not None:
         fn[clicked] = 0
         fp[clicked] = 0
@@ -81,7 +99,7 @@ class ClickResult:
 
     ious: np.ndarray  # float64 [K, N]: IoU with the ground truth after clicks 1..N (default answer)
     oracle_iou: np.ndarray  # float64 [K]: best of the 3 first-click masks against the ground truth
-    clicks: np.ndarray  # int64 [K, N, 3]: (x, y, positive) of each click, -1 after a perfect mask
+    clicks: np.ndarray  # int64 [K, N, 3]: (x, y, positive) of each click, -1 once no error pixel is left
 
 
 class ClickEvaluator:
@@ -90,7 +108,8 @@ class ClickEvaluator:
     Args:
         predictor: the `SamPredictor` to prompt.
         max_clicks: clicks per object (9 for mIoU@{1,2,3,5,9}; 20 for NoC).
-        first_point: "center" (the paper) or "random" (a seeded uniform pixel of the object).
+        first_point: "center" (the paper; RITM's first click) or "random" (a seeded uniform pixel of the
+            object outside the ignore region).
         feed_logits: with clicks 2..N, also feed back the previous answer's low-res logits (default;
             the paper is silent).
         multimask_later: use 3 outputs (highest predicted IoU) after the first click too, instead of the
@@ -120,9 +139,14 @@ class ClickEvaluator:
         self.seed = seed
 
     def evaluate(self, image: np.ndarray, gt_masks: np.ndarray, ignore: np.ndarray | None = None) -> ClickResult:
-        """Clicks on each of `gt_masks` (`bool [K, H, W]`, non-empty) in `image` (`uint8 [H, W, 3]`).
+        """Clicks on each of `gt_masks` (`bool [K, H, W]`) in `image` (`uint8 [H, W, 3]`).
 
-        `ignore` (`bool [H, W]`, e.g. crowd regions) is left out of every IoU and never clicked."""
+        `ignore` (`bool [H, W]`, e.g. crowd regions) is left out of every object, error region and IoU, so
+        it is never clicked; every object needs a pixel outside it.
+
+        Raises:
+            ValueError: an object without a pixel outside `ignore`.
+        """
         k = len(gt_masks)
         n = self.max_clicks
         ious = np.zeros((k, n))
@@ -130,25 +154,27 @@ class ClickEvaluator:
         clicks = np.full((k, n, 3), -1, np.int64)
         if k == 0:
             return ClickResult(ious, oracle, clicks)
-        if not all(m.any() for m in gt_masks):
-            raise ValueError("every ground-truth mask must have at least one pixel")
+        if ignore is None:
+            ignore = np.zeros(gt_masks.shape[1:], bool)
+        targets = gt_masks & ~ignore  # [K, H, W] the objects as RITM's label maps hold them
+        if not targets.reshape(k, -1).any(1).all():
+            raise ValueError("every ground-truth mask must have a pixel outside the ignore region")
         self.predictor.set_image(image)
         rng = np.random.default_rng(self.seed)
         points = [[] for _ in range(k)]  # per object: [(x, y, label), ...]
-        clicked = np.zeros_like(gt_masks)
-        if ignore is not None:
-            clicked |= ignore[None]
+        clicked = np.zeros_like(targets)
         logits = None  # [K, 1, S, S] the previous answers
         preds = None
         alive = np.ones(k, bool)
         for step in range(n):
             for i in range(k):
                 if step == 0:
-                    x, y = center_point(gt_masks[i]) if self.first_point == "center" else random_point(gt_masks[i], rng)
+                    # RITM's click on an empty prediction: the centre of the object minus the ignore region
+                    x, y = center_point(targets[i]) if self.first_point == "center" else random_point(targets[i], rng)
                     click = (x, y, True)
                 elif alive[i]:
-                    click = next_click(gt_masks[i], preds[i], clicked[i])
-                    if click is None:  # perfect mask: it stays, the IoU stays
+                    click = next_click(targets[i], preds[i], clicked[i], ignore)
+                    if click is None:  # no error pixel left to click: the answer stays, the IoU stays
                         alive[i] = False
                 if alive[i]:
                     x, y, positive = click
@@ -157,18 +183,18 @@ class ClickEvaluator:
                     clicks[i, step] = (x, y, int(positive))
             index = np.flatnonzero(alive) if step else np.arange(k)
             if len(index):
-                masks, low, oracle_step = self._predict(points, index, logits, step, gt_masks, ignore)
+                masks, low, oracle_step = self._predict(points, index, logits, step, targets, ignore)
                 if step == 0:
                     oracle = oracle_step
-                    preds = np.zeros_like(gt_masks)
+                    preds = np.zeros_like(targets)
                     logits = torch.zeros((k, 1, *low.shape[-2:]), dtype=low.dtype, device=low.device)
                 preds[index] = masks
                 logits[torch.as_tensor(index, device=low.device)] = low
-            ious[:, step] = [mask_iou(preds[i], gt_masks[i], ignore) for i in range(k)]
+            ious[:, step] = [mask_iou(preds[i], targets[i], ignore) for i in range(k)]
         self.predictor.reset_image()
         return ClickResult(ious, oracle, clicks)
 
-    def _predict(self, points, index, logits, step, gt_masks, ignore):
+    def _predict(self, points, index, logits, step, targets, ignore):
         width = step + 1
         coords = np.zeros((len(index), width, 2), np.float32)
         labels = np.full((len(index), width), -1, np.int64)  # -1 pads objects with fewer clicks
@@ -188,6 +214,6 @@ class ClickEvaluator:
         if step == 0:
             all_masks = out.masks.cpu().numpy()  # [K, 3, H, W]
             oracle = np.array(
-                [max(mask_iou(m, gt_masks[i], ignore) for m in all_masks[row]) for row, i in enumerate(index)]
+                [max(mask_iou(m, targets[i], ignore) for m in all_masks[row]) for row, i in enumerate(index)]
             )
         return masks, out.low_res_logits[rows, best][:, None], oracle
