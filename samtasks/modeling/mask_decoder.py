@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, LayerNorm2d
 from samtasks.modeling.transformer import TwoWayTransformer
+
+# Image tokens upscaled per step (1 prompt of the official models): keeps the intermediates in cache.
+_UPSCALE_TOKENS = 4096
 
 
 class MaskDecoder(nn.Module):
@@ -71,12 +76,13 @@ class MaskDecoder(nn.Module):
         return masks, iou_pred
 
     def _upscale_and_project(self, src: torch.Tensor, hyper_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """`output_upscaling` and the hypernetwork product, computed on tokens.
+        """`output_upscaling` and the hypernetwork product, computed on tokens, a few prompts at a time.
 
         A 2x2 stride-2 transposed convolution maps each token to a 2x2 block independently, so it is
         one matrix product on the `[P, hw, C]` tokens; the norm and the activations are per pixel;
-        and the final product with `hyper_in` contracts channels, so no `[P, C, 4h, 4w]` NCHW
-        tensor is ever laid out. Same result as the module applied to the image layout.
+        and the final product with `hyper_in` contracts channels. So every step runs in the token
+        layout (`[hw, 2, 2, C/4]`, then `[hw, 2, 2, 2, 2, C/8]`: each token's 4x4 block) and only the
+        `[M, 4h, 4w]` logits are laid out as an image. Same result as the module on the NCHW layout.
 
         Args:
             src: `[P, hw, C]` image tokens from the transformer.
@@ -89,17 +95,24 @@ class MaskDecoder(nn.Module):
         up1, norm, act1, up2, act2 = self.output_upscaling
         h, w = grid
         p, m = hyper_in.shape[:2]
-
-        def transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
-            """`[P, N, Cin]` -> `[P, N, 2, 2, Cout]` (each token's 2x2 output block)."""
-            weight = conv.weight.permute(0, 2, 3, 1).flatten(1)  # [Cin, (i, j, Cout)]
-            y = torch.addmm(conv.bias.repeat(4), x.flatten(0, 1), weight)  # autocast-aware
-            return y.reshape(x.shape[0], x.shape[1], 2, 2, -1)
-
-        y = transposed_conv(src, up1)  # [P, hw, 2, 2, C/4]
-        y = y.reshape(p, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(p, 4 * h * w, -1)  # [P, 2h*2w, C/4]
-        y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
-        z = act2(transposed_conv(y, up2))  # [P, 4hw, 2, 2, C/8], rows (2h, 2w) row-major
-        masks = z.reshape(p, -1, z.shape[-1]) @ hyper_in.transpose(1, 2).to(z.dtype)  # [P, 16hw, M]
-        masks = masks.reshape(p, 2 * h, 2 * w, 2, 2, m).permute(0, 5, 1, 3, 2, 4)  # [P, M, 2h, i, 2w, j]
-        return masks.reshape(p, m, 4 * h, 4 * w)
+        w1 = up1.weight.permute(0, 2, 3, 1).flatten(1)  # [C, (i, j, C/4)]
+        w2 = up2.weight.permute(0, 2, 3, 1).flatten(1)  # [C/4, (k, l, C/8)]
+        b1, b2 = up1.bias.repeat(4), up2.bias.repeat(4)
+        c1 = up1.out_channels
+        out = torch.empty(p, m, 4 * h, 4 * w, dtype=torch.promote_types(src.dtype, torch.float32), device=src.device)
+        blocks = out.view(p, m, h, 2, 2, w, 2, 2)  # [P, M, h, i, k, w, j, l]: row 4r + 2i + k, col 4c + 2j + l
+        step = max(1, _UPSCALE_TOKENS // (h * w))
+        for s in range(0, p, step):
+            x = src[s : s + step]
+            c = x.shape[0]
+            y = torch.addmm(b1, x.flatten(0, 1), w1).view(-1, c1)  # [c * hw * 4, C/4], autocast-aware
+            y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+            z = act2(torch.addmm(b2, y, w2))  # [c * hw * 4, (k, l, C/8)]
+            z = z.view(c, -1, up2.out_channels)
+            weights = hyper_in[s : s + step].to(z.dtype)
+            # Matrix-vector products: a [16hw, C/8] x [C/8, 3] matrix product is several times slower on CPU.
+            masks = z.new_empty(c, m, z.shape[1])
+            for i, j in itertools.product(range(c), range(m)):
+                torch.mv(z[i], weights[i, j], out=masks[i, j])
+            blocks[s : s + step] = masks.view(c, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return out

@@ -17,7 +17,9 @@ from samtasks.modeling.common import MLPBlock
 class Attention(nn.Module):
     """Multi-head attention with an optional down-projection of the internal width.
 
-    Batch dimensions of q, k and v broadcast against each other.
+    Batch dimensions of q, k and v broadcast against each other. Between the few prompt tokens and
+    the many image tokens, `tokens_to_image` and `image_to_tokens` compute the same attention with
+    the image side's projections folded into the tokens' (see their docstrings).
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
@@ -40,6 +42,65 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, Nq, d]
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def folds(self, tokens: int) -> bool:
+        """Whether folding is cheaper: heads x tokens below the internal width (SAM: 8 x 7 < 128)."""
+        return self.num_heads * tokens < self.q_proj.out_features
+
+    def _fold(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """Per-head rows of `proj`'s weight weighted by `x [P, T, heads * d]`: `[P, heads * T, C]`,
+        so that `(proj(y) . x)` per head is `y @ result.T` (plus the bias term)."""
+        p, t, _ = x.shape
+        weight = proj.weight.reshape(self.num_heads, -1, proj.in_features)  # [heads, d, C]
+        return torch.einsum("pthe,hec->phtc", x.reshape(p, t, self.num_heads, -1), weight).flatten(1, 2)
+
+    def tokens_to_image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`forward` for token queries `q [P, T, C]` over per-prompt image keys and values `k, v [P, N, C]`.
+
+        The image tokens are never projected: a logit is `(Wk k + bk) . q'` = `k . (Wk^T q')` plus
+        `bk . q'`, constant along the softmax axis and so dropped; the attention-weighted sum of
+        `Wv v + bv` is `Wv` applied to the weighted sum of `v`, plus `bv` (the weights sum to 1).
+        Per prompt this is two `[N, C] x [C, heads * T]` products instead of two `[N, C] x [C, C/r]`.
+        """
+        p, t, _ = q.shape
+        scale = (self.q_proj.out_features // self.num_heads) ** -0.5
+        folded_q = self._fold(self.q_proj(q) * scale, self.k_proj)  # [P, heads * T, C]
+        weights = torch.bmm(folded_q, k.transpose(1, 2)).softmax(-1)  # [P, heads * T, N]
+        pooled = torch.bmm(weights, v).view(p, self.num_heads, t, -1)  # [P, heads, T, C]
+        w_v = self.v_proj.weight.view(self.num_heads, -1, self.v_proj.in_features)  # [heads, d, C]
+        out = torch.einsum("phtc,hec->pthe", pooled, w_v).flatten(2) + self.v_proj.bias  # [P, T, C/r]
+        return self.out_proj(out)
+
+    def image_to_tokens(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        """`residual + forward(x, k, v)` for image queries `x [B, N, C]` (B = 1 or P) over the tokens
+        `k, v [P, T, C]`: `[P, N, C]`.
+
+        The image tokens are never projected: a logit is `(Wq x + bq) . k'` = `x . (Wq^T k')` plus
+        `bq . k'` (kept: it varies along the softmax axis); the output projection of the
+        attention-weighted values is one `[N, heads * T] x [heads * T, C]` product with the
+        projected values `Wo v'` of each head and token, whose rows carry `bo / heads` (each head's
+        weights sum to 1). Logits are laid out `[heads, T, N]`, so the softmax over T is vectorized
+        along N.
+        """
+        p, t, _ = k.shape
+        heads = self.num_heads
+        scale = (self.q_proj.out_features // heads) ** -0.5
+        keys = self.k_proj(k) * scale  # [P, T, C/r]
+        folded_k = self._fold(keys, self.q_proj)  # [P, heads * T, C]
+        offset = (keys.view(p, t, heads, -1) * self.q_proj.bias.view(heads, -1)).sum(-1).transpose(1, 2)
+        offset = offset.reshape(p, heads * t, 1)
+        if x.shape[0] == 1:
+            # One product for all prompts.
+            logits = torch.addmm(offset.flatten(0, 1), folded_k.flatten(0, 1), x[0].T).view(p, heads, t, -1)
+        else:
+            logits = torch.baddbmm(offset, folded_k, x.transpose(1, 2)).view(p, heads, t, -1)
+        weights = logits.softmax(2).view(p, heads * t, -1)  # [P, heads * T, N]
+        values = self.v_proj(v).view(p, t, heads, -1)
+        w_o = self.out_proj.weight.view(self.out_proj.out_features, heads, -1)  # [C, heads, d]
+        projected = torch.einsum("pthe,che->phtc", values, w_o) + self.out_proj.bias / heads  # [P, heads, T, C]
+        return torch.baddbmm(residual, weights.transpose(1, 2), projected.flatten(1, 2))
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -78,11 +139,16 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm2(queries + _tokens_to_image(self.cross_attn_token_to_image, q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        attn = self.cross_attn_image_to_token
+        if attn.folds(q.shape[1]):
+            keys = attn.image_to_tokens(k, q, queries, residual=keys)
+        else:
+            keys = keys + attn(k, q, queries)
+        keys = self.norm4(keys)
         return queries, keys
 
 
@@ -125,5 +191,17 @@ class TwoWayTransformer(nn.Module):
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
         q, k = queries + point_embedding, keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        queries = self.norm_final_attn(queries + _tokens_to_image(self.final_attn_token_to_image, q, k, keys))
         return queries, keys
+
+
+def _tokens_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Token->image attention: the image side projected once while it is shared by several prompts,
+    else folded into the prompt tokens where that is cheaper."""
+    p, t, c = q.shape
+    if k.shape[0] == 1 < p:
+        # Queries attend independently: all prompts' tokens as one sequence against the shared image.
+        return attn(q.reshape(1, p * t, c), k, v).view(p, t, c)
+    if attn.folds(t):
+        return attn.tokens_to_image(q, k, v)
+    return attn(q, k, v)

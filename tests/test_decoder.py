@@ -1,0 +1,94 @@
+"""The mask decoder's fast paths against the plain computations they replace (float32, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samtasks.modeling.common import LayerNorm2d
+from samtasks.modeling.mask_decoder import MaskDecoder
+from samtasks.modeling.transformer import Attention, TwoWayTransformer
+
+from .test_equivalence import TOL, _official, pair  # noqa: F401 (pair is a fixture)
+
+
+def _randomized(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) / max(1, param.shape[-1]) ** 0.5)
+    return module.eval()
+
+
+@pytest.mark.parametrize("tokens", [5, 7, 15])
+def test_folded_attention_matches_projected(tokens):
+    """ViT-B's decoder widths (256 channels, 8 heads, 128 internal): both folded forms equal `forward`."""
+    attn = _randomized(Attention(256, 8, downsample_rate=2), seed=0)
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(3, tokens, 256, generator=gen)
+    image = torch.randn(3, 300, 256, generator=gen)
+    pe = torch.randn(1, 300, 256, generator=gen)
+    assert attn.folds(tokens) == (8 * tokens < 128)
+    with torch.inference_mode():
+        expected = attn(q, image + pe, image)
+        torch.testing.assert_close(attn.tokens_to_image(q, image + pe, image), expected, atol=1e-5, rtol=0)
+        for x in (image[:1], image):  # image queries shared by every prompt, and per prompt
+            expected = x + attn(x, q, q * 0.5)
+            torch.testing.assert_close(attn.image_to_tokens(x, q, q * 0.5, residual=x), expected, atol=1e-5, rtol=0)
+
+
+def test_transformer_shared_and_per_prompt_image_agree():
+    """Prompts against one shared image equal the same prompts against per-prompt copies of it (the
+    shared path merges prompts into one query sequence; the per-prompt path folds projections)."""
+    transformer = _randomized(TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=512), seed=2)
+    gen = torch.Generator().manual_seed(3)
+    image = torch.randn(1, 256, 12, 10, generator=gen)
+    pe = torch.randn(1, 256, 12, 10, generator=gen)
+    tokens = torch.randn(4, 7, 256, generator=gen)
+    with torch.inference_mode():
+        shared = transformer(image, pe, tokens)
+        per_prompt = transformer(image.expand(4, -1, -1, -1).contiguous(), pe, tokens)
+        # The plain computation: every attention through `forward`.
+        folds = Attention.folds
+        Attention.folds = lambda self, tokens: False
+        try:
+            plain = transformer(image.expand(4, -1, -1, -1).contiguous(), pe, tokens)
+        finally:
+            Attention.folds = folds
+    for ours in (shared, per_prompt):
+        torch.testing.assert_close(ours[0], plain[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours[1].expand_as(plain[1]), plain[1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("grid", [(64, 64), (5, 3)])
+def test_upscale_matches_module(grid):
+    """Token-layout upscaling and the hypernetwork product equal `output_upscaling` on NCHW maps."""
+    transformer = TwoWayTransformer(depth=1, embedding_dim=256, num_heads=8, mlp_dim=64)
+    decoder = _randomized(MaskDecoder(transformer_dim=256, transformer=transformer, iou_head_hidden_dim=32), seed=4)
+    assert isinstance(decoder.output_upscaling[1], LayerNorm2d)
+    h, w = grid
+    gen = torch.Generator().manual_seed(5)
+    src = torch.randn(2, h * w, 256, generator=gen)
+    hyper_in = torch.randn(2, 3, 32, generator=gen)
+    with torch.inference_mode():
+        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(2, 256, h, w))  # [2, 32, 4h, 4w]
+        expected = (hyper_in @ upscaled.flatten(2)).view(2, 3, 4 * h, 4 * w)
+        ours = decoder._upscale_and_project(src, hyper_in, grid)
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
+
+
+def test_single_points_with_mask_inputs_match_official(pair):  # noqa: F811
+    """Per-prompt dense embeddings (mask inputs) with one point each: the folded paths on every layer."""
+    official, ours = pair
+    first = ours.predict(points=[[[40.0, 30.0]], [[100.0, 70.0]], [[10.0, 80.0]]], labels=[[1], [1], [1]])
+    assert ours.model.mask_decoder.transformer.layers[0].cross_attn_image_to_token.folds(7)
+    prompts = dict(
+        points=[[[60.0, 40.0]], [[20.0, 70.0]], [[130.0, 20.0]]],
+        labels=[[1], [1], [0]],
+        mask_input=first.low_res_logits[:, :1],
+    )
+    _, iou_ref, low_ref = _official(official, multimask=True, **prompts)
+    out = ours.predict(**prompts)
+    np.testing.assert_allclose(out.low_res_logits, low_ref, atol=TOL, rtol=0)
+    np.testing.assert_allclose(out.iou_scores, iou_ref, atol=TOL, rtol=0)
