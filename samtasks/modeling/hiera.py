@@ -20,9 +20,11 @@ from samtasks.modeling.image_encoder import _from_windows, _to_windows
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
     """2x2 stride-2 max pooling of `[B, H, W, C]` (odd sides floored, as `nn.MaxPool2d`)."""
-    b, h, w, c = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).amax(dim=(2, 4))
+    h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    x = x[:, :h, :w]
+    return torch.maximum(
+        torch.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]), torch.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2])
+    )
 
 
 class MultiScaleAttention(nn.Module):
@@ -74,16 +76,20 @@ class MultiScaleBlock(nn.Module):
             shortcut = self.proj(normed)
         if self.pool:
             shortcut = _pool(shortcut)
-        # qkv runs on the real tokens only; the window padding (the projection of the official
-        # model's zero padding, i.e. the qkv bias) is added after it.
-        qkv = self.attn.qkv(normed)  # [B, H, W, 3C]
-        if self.window_size > 0:
-            windows, (hp, wp) = _to_windows(qkv, self.window_size, fill=self.attn.qkv.bias)
+        s = self.window_size
+        if s == 0:
+            y = self.attn.attend(self.attn.qkv(normed))
+        else:
+            if normed.shape[1] % s or normed.shape[2] % s:
+                # qkv runs on the real tokens only; the window padding (the projection of the
+                # official model's zero padding, i.e. the qkv bias) is added after it.
+                windows, (hp, wp) = _to_windows(self.attn.qkv(normed), s, fill=self.attn.qkv.bias)
+            else:  # cutting the narrower input into windows moves a third of the data
+                windows, (hp, wp) = _to_windows(normed, s)
+                windows = self.attn.qkv(windows)
             y = self.attn.attend(windows)  # [B * nW, s', s', C]
             step = 2 if self.pool else 1
-            y = _from_windows(y, self.window_size // step, (hp // step, wp // step), shortcut.shape[1:3])
-        else:
-            y = self.attn.attend(qkv)
+            y = _from_windows(y, s // step, (hp // step, wp // step), shortcut.shape[1:3])
         x = shortcut + self.attn.proj(y)
         return x + self.mlp(self.norm2(x))
 
@@ -174,22 +180,21 @@ class FpnNeck(nn.Module):
             lateral.add_module("conv", nn.Conv2d(dim, d_model, kernel_size=1))
             self.convs.append(lateral)
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Stage maps (stride 4 first) -> `[B, d_model, ...]` maps at strides 4, 8 and 16."""
-        n = len(xs) - 1
-        top = self.convs[0](xs[n])
-        up = F.interpolate(top.float(), scale_factor=2.0, mode="nearest")
-        out = [self.convs[n - i](xs[i]) for i in range(n - 1)]
-        return [*out, self.convs[1](xs[n - 1]) + up]
+    def lateral(self, xs: list[torch.Tensor], level: int) -> nn.Conv2d:
+        """The 1x1 convolution of stage map `level` (0: stride 4)."""
+        return self.convs[len(xs) - 1 - level].conv
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Stage maps (stride 4 first) -> the `[B, d_model, S/16, S/16]` map (the stride-4 and
+        stride-8 maps are lateral convolutions only: `lateral`)."""
+        up = F.interpolate(self.lateral(xs, 3)(xs[3]).float(), scale_factor=2.0, mode="nearest")
+        return self.lateral(xs, 2)(xs[2]) + up
 
 
 class ImageEncoder(nn.Module):
-    """Hiera trunk + FPN neck: `[B, 3, S, S]` -> `[B, d_model, S/s, S/s]` maps for s = 4, 8, 16."""
+    """Hiera trunk + FPN neck (names of the official checkpoint; `Sam2.encode` runs them)."""
 
     def __init__(self, trunk: Hiera, neck: FpnNeck) -> None:
         super().__init__()
         self.trunk = trunk
         self.neck = neck
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.neck(self.trunk(x))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samtasks.checkpoints import CheckpointInfo
@@ -100,6 +101,15 @@ def _stable_or_best(masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tenso
     return masks[rows, index][:, None], iou[rows, index][:, None]
 
 
+def _compose_1x1(x: torch.Tensor, first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor:
+    """`second(first(x))` for two 1x1 convolutions, as one: the neck's lateral convolution and the
+    decoder's projection of the stride-4 (stride-8) map never lay out its `d_model` channels."""
+    w1, w2 = first.weight.flatten(1).double(), second.weight.flatten(1).double()  # [C1, C0], [C2, C1]
+    weight = (w2 @ w1).to(x.dtype)[:, :, None, None]
+    bias = (w2 @ first.bias.double() + second.bias.double()).to(x.dtype)
+    return F.conv2d(x, weight, bias)
+
+
 class Sam2(nn.Module):
     """SAM 2's image path. Submodule and parameter names are the official checkpoint's keys."""
 
@@ -135,10 +145,11 @@ class Sam2(nn.Module):
             projections of the stride-4 and stride-8 maps in its token layouts:
             `high_res_s0 [B, 4hw, 2, 2, C/8]`, `high_res_s1 [B, 4hw, C/4]`.
         """
-        s0, s1, s2 = self.image_encoder(images)
-        decoder = self.sam_mask_decoder
-        s0 = decoder.conv_s0(s0)  # [B, C/8, 4h, 4w]
-        s1 = decoder.conv_s1(s1)  # [B, C/4, 2h, 2w]
+        stages = self.image_encoder.trunk(images)
+        neck, decoder = self.image_encoder.neck, self.sam_mask_decoder
+        s0 = _compose_1x1(stages[0], neck.lateral(stages, 0), decoder.conv_s0)  # [B, C/8, 4h, 4w]
+        s1 = _compose_1x1(stages[1], neck.lateral(stages, 1), decoder.conv_s1)  # [B, C/4, 2h, 2w]
+        s2 = neck(stages)
         b, c8, h4, w4 = s0.shape
         s0 = s0.reshape(b, c8, h4 // 2, 2, w4 // 2, 2).permute(0, 2, 4, 3, 5, 1)  # [B, 2h, 2w, 2, 2, C/8]
         return {
