@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from samtasks.modeling.sam2 import Sam2Spec
@@ -18,7 +17,6 @@ from samtasks.modeling.sam2 import Sam2Spec
 
 def build_official_sam2(spec: Sam2Spec) -> torch.nn.Module:
     """The official `SAM2Base` with `spec`'s architecture (random weights, eval mode, CPU)."""
-    pytest.importorskip("sam2")
     import sam2
     from hydra.utils import instantiate
     from omegaconf import OmegaConf

@@ -56,7 +56,7 @@ class ImageFrame:
     resample: Literal["pil", "antialias"] = "pil"  # pil: PIL bilinear on uint8; antialias: torch on 0..1 floats
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN  # on the 0..255 scale
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
-    logit_limit: float | None = None
+    logit_limit: float | None = None  # clamp of the returned low-res logits (SAM 2.1: 32)
 
     def resized_shape(self, original_size: tuple[int, int], side: int) -> tuple[int, int]:
         """(h, w) of an image of `original_size` (H, W) inside a `side` frame."""

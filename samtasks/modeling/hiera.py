@@ -180,15 +180,15 @@ class FpnNeck(nn.Module):
             lateral.add_module("conv", nn.Conv2d(dim, d_model, kernel_size=1))
             self.convs.append(lateral)
 
-    def lateral(self, xs: list[torch.Tensor], level: int) -> nn.Conv2d:
-        """The 1x1 convolution of stage map `level` (0: stride 4)."""
-        return self.convs[len(xs) - 1 - level].conv
+    def lateral(self, level: int) -> nn.Conv2d:
+        """The 1x1 convolution of stage map `level` (0: stride 4; `convs` run stride 32 first)."""
+        return self.convs[len(self.convs) - 1 - level].conv
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """Stage maps (stride 4 first) -> the `[B, d_model, S/16, S/16]` map (the stride-4 and
-        stride-8 maps are lateral convolutions only: `lateral`)."""
-        up = F.interpolate(self.lateral(xs, 3)(xs[3]).float(), scale_factor=2.0, mode="nearest")
-        return self.lateral(xs, 2)(xs[2]) + up
+        stride-8 outputs are their lateral convolutions alone: `lateral`)."""
+        up = F.interpolate(self.lateral(3)(xs[3]).float(), scale_factor=2.0, mode="nearest")
+        return self.lateral(2)(xs[2]) + up
 
 
 class ImageEncoder(nn.Module):

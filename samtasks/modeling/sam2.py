@@ -104,10 +104,11 @@ def _stable_or_best(masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tenso
 def _compose_1x1(x: torch.Tensor, first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor:
     """`second(first(x))` for two 1x1 convolutions, as one: the neck's lateral convolution and the
     decoder's projection of the stride-4 (stride-8) map never lay out its `d_model` channels."""
-    w1, w2 = first.weight.flatten(1).double(), second.weight.flatten(1).double()  # [C1, C0], [C2, C1]
-    weight = (w2 @ w1).to(x.dtype)[:, :, None, None]
-    bias = (w2 @ first.bias.double() + second.bias.double()).to(x.dtype)
-    return F.conv2d(x, weight, bias)
+    with torch.autocast(x.device.type, enabled=False):  # the composed weights in float32
+        w1, w2 = first.weight.flatten(1).float(), second.weight.flatten(1).float()  # [C1, C0], [C2, C1]
+        weight = (w2 @ w1)[:, :, None, None]
+        bias = w2 @ first.bias.float() + second.bias.float()
+    return F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype))
 
 
 class Sam2(nn.Module):
@@ -147,15 +148,15 @@ class Sam2(nn.Module):
         """
         stages = self.image_encoder.trunk(images)
         neck, decoder = self.image_encoder.neck, self.sam_mask_decoder
-        s0 = _compose_1x1(stages[0], neck.lateral(stages, 0), decoder.conv_s0)  # [B, C/8, 4h, 4w]
-        s1 = _compose_1x1(stages[1], neck.lateral(stages, 1), decoder.conv_s1)  # [B, C/4, 2h, 2w]
+        s0 = _compose_1x1(stages[0], neck.lateral(0), decoder.conv_s0)  # [B, C/8, 4h, 4w]
+        s1 = _compose_1x1(stages[1], neck.lateral(1), decoder.conv_s1)  # [B, C/4, 2h, 2w]
         s2 = neck(stages)
         b, c8, h4, w4 = s0.shape
         s0 = s0.reshape(b, c8, h4 // 2, 2, w4 // 2, 2).permute(0, 2, 4, 3, 5, 1)  # [B, 2h, 2w, 2, 2, C/8]
         return {
             "image_embeddings": s2 + self.no_mem_embed.reshape(1, -1, 1, 1),
             "high_res_s0": s0.reshape(b, -1, 2, 2, c8),
-            "high_res_s1": s1.flatten(2).transpose(1, 2),  # [B, 4hw, C/4]
+            "high_res_s1": s1.flatten(2).transpose(1, 2).contiguous(),  # [B, 4hw, C/4]
         }
 
     def embed_prompts(
