@@ -70,7 +70,13 @@ class MaskDecoder(nn.Module):
         iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
         return masks, iou_pred
 
-    def _upscale_and_project(self, src: torch.Tensor, hyper_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _upscale_and_project(
+        self,
+        src: torch.Tensor,
+        hyper_in: torch.Tensor,
+        grid: tuple[int, int],
+        high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """`output_upscaling` and the hypernetwork product, computed on tokens.
 
         A 2x2 stride-2 transposed convolution maps each token to a 2x2 block independently, so it is
@@ -82,6 +88,9 @@ class MaskDecoder(nn.Module):
             src: `[P, hw, C]` image tokens from the transformer.
             hyper_in: `[P, M, C/8]` per-mask weights.
             grid: (h, w).
+            high_res: SAM 2's encoder features added after each transposed convolution, in this
+                method's layouts: `s0 [1, 4hw, 2, 2, C/8]` (each 2h x 2w cell's 2x2 block, rows
+                row-major) and `s1 [1, 4hw, C/4]` (the 2h x 2w grid row-major).
 
         Returns:
             Mask logits `[P, M, 4h, 4w]`.
@@ -98,8 +107,13 @@ class MaskDecoder(nn.Module):
 
         y = transposed_conv(src, up1)  # [P, hw, 2, 2, C/4]
         y = y.reshape(p, h, w, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(p, 4 * h * w, -1)  # [P, 2h*2w, C/4]
+        if high_res is not None:
+            y = y + high_res[1]
         y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
-        z = act2(transposed_conv(y, up2))  # [P, 4hw, 2, 2, C/8], rows (2h, 2w) row-major
+        z = transposed_conv(y, up2)  # [P, 4hw, 2, 2, C/8], rows (2h, 2w) row-major
+        if high_res is not None:
+            z = z + high_res[0]
+        z = act2(z)
         masks = z.reshape(p, -1, z.shape[-1]) @ hyper_in.transpose(1, 2).to(z.dtype)  # [P, 16hw, M]
         masks = masks.reshape(p, 2 * h, 2 * w, 2, 2, m).permute(0, 5, 1, 3, 2, 4)  # [P, M, 2h, i, 2w, j]
         return masks.reshape(p, m, 4 * h, 4 * w)
