@@ -15,16 +15,42 @@ from torch import nn
 
 from samtasks.checkpoints import CheckpointError, CheckpointInfo, load_state_dict, resolve_checkpoint
 from samtasks.modeling.sam import SamSpec
+from samtasks.modeling.sam2 import Sam2Spec
 
 logger = logging.getLogger(__name__)
 
 _URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+# SAM 2.1 (September 2024) and SAM 2.0 (July 2024) checkpoints, as the official
+# checkpoints/download_ckpts.sh fetches them; no checksum is published for them.
+_SAM2_1_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+_SAM2_0_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
+
+# Hiera sizes of the official configs (configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml; SAM 2.0's are the same).
+_HIERA = {
+    "tiny": dict(embed_dim=96, num_heads=1, stages=(1, 2, 7, 2), global_att_blocks=(5, 7, 9)),
+    "small": dict(embed_dim=96, num_heads=1, stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13)),
+    "base_plus": dict(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global_att_blocks=(12, 16, 20)),
+    "large": dict(
+        embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43), window_spec=(8, 4, 16, 8)
+    ),
+}
+_BKG_7 = {"tiny", "small", "large"}  # window_pos_embed_bkg_spatial_size (7, 7); base_plus keeps (14, 14)
+
+
+def _sam2_spec(size: str, version: str) -> Sam2Spec:
+    prefix, url = ("sam2.1_hiera_", _SAM2_1_URL) if version == "2.1" else ("sam2_hiera_", _SAM2_0_URL)
+    return Sam2Spec(
+        **_HIERA[size],
+        **({"window_pos_embed_bkg_spatial_size": (7, 7)} if size in _BKG_7 else {}),
+        version=version,
+        checkpoint=CheckpointInfo(f"{url}{prefix}{size}.pt", None),
+    )
 
 
 # Every family's spec: a frozen dataclass with `family`, `license`, `description`, `frame`,
 # `checkpoint`, `ignored_keys` (prefixes of official keys the image path does not use, dropped before
 # the strict load) and `build()`.
-Spec = SamSpec
+Spec = SamSpec | Sam2Spec
 
 MODEL_SPECS: dict[str, Spec] = {
     "vit_b": SamSpec(
@@ -61,6 +87,20 @@ MODEL_SPECS: dict[str, Spec] = {
         decoder_mlp_dim=64,
         iou_head_hidden_dim=32,
         mask_in_chans=8,
+    ),
+    **{f"sam2.1_hiera_{size}": _sam2_spec(size, "2.1") for size in _HIERA},
+    **{f"sam2_hiera_{size}": _sam2_spec(size, "2.0") for size in _HIERA},
+    # Tests only: random weights, 128 px input; windows that need padding, with and without query
+    # pooling (blocks 4, 6 and 7).
+    "test_sam2": Sam2Spec(
+        embed_dim=8,
+        num_heads=1,
+        stages=(1, 2, 3, 2),
+        global_att_blocks=(2, 5),
+        window_spec=(8, 4, 6, 3),
+        window_pos_embed_bkg_spatial_size=(4, 4),
+        image_size=128,
+        prompt_embed_dim=32,
     ),
 }
 
@@ -120,7 +160,7 @@ def build_sam(
     """Builds SAM-family model `name` in eval mode on the CPU.
 
     Args:
-        name: a key of `MODEL_SPECS` (`vit_b`, `vit_l`, `vit_h`, `tiny`).
+        name: a key of `MODEL_SPECS` (`vit_b`, `vit_l`, `vit_h`, `sam2.1_hiera_large`, ...).
         checkpoint: a local `.pth` path or an http(s) URL. None: the spec's official checkpoint,
             downloaded into `$SAMTASKS_HOME` on first use.
         pretrained: with `checkpoint=None`, False gives random weights (specs without an official

@@ -172,7 +172,8 @@ class SamPredictor:
 
         Returns:
             `MaskPrediction` of numpy arrays: masks bool `[P, C, H, W]`, iou_scores `[P, C]`,
-            low_res_logits `[P, C, S, S]`, object_scores `[P]` for models that predict one (else None).
+            low_res_logits `[P, C, S, S]` (clamped to the frame's `logit_limit` if it has one, after
+            the masks are upsampled), object_scores `[P]` for models that predict one (else None).
             C is `num_multimask_outputs` with multimask, else 1.
 
         Raises:
@@ -317,6 +318,8 @@ class SamPredictor:
         masks = (
             self.upsample(low_res_logits, image_index, threshold=self.model.mask_threshold) if return_masks else None
         )
+        if self.frame.logit_limit is not None:
+            low_res_logits = low_res_logits.clamp(-self.frame.logit_limit, self.frame.logit_limit)
         return MaskPrediction(
             masks=masks,
             iou_scores=torch.cat([out.iou_scores.float() for out in outputs]),

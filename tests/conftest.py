@@ -57,7 +57,11 @@ def build_official(spec: SamSpec):
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Fills every parameter and buffer with seeded noise at a fan-in scale, so that no zero-initialized
     part (relative positions, position embedding) hides a difference and masks are neither all-on nor
-    all-off."""
+    all-off.
+
+    SAM 2's projections of the stride-4 and stride-8 features into the decoder (`conv_s0`,
+    `conv_s1`) get a tenth of that scale: at full scale the per-channel offsets of those features
+    outweigh their spatial variation and turn every mask all-on or all-off."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
@@ -72,6 +76,8 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 tensor.copy_(0.1 * noise)
             else:  # norm weights
                 tensor.copy_(1.0 + 0.1 * noise)
+            if ".conv_s" in name:
+                tensor.mul_(0.1)
     return model
 
 

@@ -5,6 +5,7 @@ from samtasks.modeling.image_encoder import ImageEncoderViT
 from samtasks.modeling.mask_decoder import MaskDecoder
 from samtasks.modeling.prompt_encoder import PromptEncoder
 from samtasks.modeling.sam import Sam, SamSpec
+from samtasks.modeling.sam2 import Sam2, Sam2Spec
 from samtasks.modeling.transformer import TwoWayTransformer
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "MaskDecoder",
     "PromptEncoder",
     "Sam",
+    "Sam2",
+    "Sam2Spec",
     "SamSpec",
     "TwoWayTransformer",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -36,17 +38,27 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """`num_layers` linear layers with ReLU between them (hypernetwork and IoU heads)."""
+    """`num_layers` linear layers with an activation between them (ReLU: hypernetwork and IoU heads;
+    SAM 2 also uses it, under the same parameter names, for its Hiera and decoder MLPs)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        *,
+        activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu,
+    ) -> None:
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out, strict=True))
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
-                x = torch.relu(x)
+                x = self.activation(x)
         return x

@@ -46,7 +46,8 @@ class ImageFrame:
 
     `resize="square"` (SAM 2.1): the image is stretched to `encoder_size` squared; prompts are
     scaled per axis into the `prompt_size` square, and masks are resized straight to the original
-    size.
+    size. With `logit_limit`, the low-res logits handed back to callers are clamped to
+    [-limit, limit] (SAM 2.1's predictor), after the masks have been upsampled from the raw ones.
     """
 
     encoder_size: int = 1024  # side of the square encoder input
@@ -55,6 +56,7 @@ class ImageFrame:
     resample: Literal["pil", "antialias"] = "pil"  # pil: PIL bilinear on uint8; antialias: torch on 0..1 floats
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN  # on the 0..255 scale
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    logit_limit: float | None = None  # clamp of the returned low-res logits (SAM 2.1: 32)
 
     def resized_shape(self, original_size: tuple[int, int], side: int) -> tuple[int, int]:
         """(h, w) of an image of `original_size` (H, W) inside a `side` frame."""
@@ -70,15 +72,17 @@ class ImageFrame:
     def encoder_input(self, image: np.ndarray, device: torch.device) -> torch.Tensor:
         """`uint8 [H, W, 3]` RGB -> the normalized, padded encoder input `float32 [3, S, S]`."""
         h, w = self.resized_shape(image.shape[:2], self.encoder_size)
-        mean = torch.tensor(self.pixel_mean, device=device).view(3, 1, 1)
-        std = torch.tensor(self.pixel_std, device=device).view(3, 1, 1)
+        mean = torch.tensor(self.pixel_mean, dtype=torch.float64).view(3, 1, 1)
+        std = torch.tensor(self.pixel_std, dtype=torch.float64).view(3, 1, 1)
         if self.resample == "pil":
             resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))  # SAM's input transform
             x = torch.from_numpy(resized).to(device).permute(2, 0, 1).float()  # [3, h, w]
         else:
+            # SAM 2.1's ToTensor, Resize and Normalize: resized and normalized on the 0..1 scale.
             x = torch.from_numpy(image).to(device).permute(2, 0, 1).float()[None] / 255.0  # [1, 3, H, W]
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0] * 255.0
-        x = (x - mean) / std
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+            mean, std = mean / 255.0, std / 255.0
+        x = (x - mean.float().to(device)) / std.float().to(device)
         return F.pad(x, (0, self.encoder_size - w, 0, self.encoder_size - h))
 
     def upsample(self, low_res_logits: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:

@@ -75,7 +75,13 @@ class MaskDecoder(nn.Module):
         iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
         return masks, iou_pred
 
-    def _upscale_and_project(self, src: torch.Tensor, hyper_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _upscale_and_project(
+        self,
+        src: torch.Tensor,
+        hyper_in: torch.Tensor,
+        grid: tuple[int, int],
+        high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """`output_upscaling` and the hypernetwork product, computed on tokens, a few prompts at a time.
 
         A 2x2 stride-2 transposed convolution maps each token to a 2x2 block independently, so it is
@@ -88,6 +94,10 @@ class MaskDecoder(nn.Module):
             src: `[P, hw, C]` image tokens from the transformer.
             hyper_in: `[P, M, C/8]` per-mask weights.
             grid: (h, w).
+            high_res: SAM 2's encoder features added after each transposed convolution, in this
+                method's token layouts: `s0 [1, 4hw, 2, 2, C/8]` and `s1 [1, 4hw, C/4]`, rows
+                (r, c, i, j) for pixel (2r + i, 2c + j) of the 2h x 2w grid, s0's (k, l) the 2x2
+                block of that pixel on the 4h x 4w grid.
 
         Returns:
             Mask logits `[P, M, 4h, 4w]`.
@@ -105,10 +115,14 @@ class MaskDecoder(nn.Module):
         for s in range(0, p, step):
             x = src[s : s + step]
             c = x.shape[0]
-            y = torch.addmm(b1, x.flatten(0, 1), w1).view(-1, c1)  # [c * hw * 4, C/4], autocast-aware
+            y = torch.addmm(b1, x.flatten(0, 1), w1).view(c, -1, c1)  # [c, hw * 4, C/4], autocast-aware
+            if high_res is not None:
+                y = y + high_res[1]
             y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-            z = act2(torch.addmm(b2, y, w2))  # [c * hw * 4, (k, l, C/8)]
-            z = z.view(c, -1, up2.out_channels)
+            z = torch.addmm(b2, y.flatten(0, 1), w2).view(c, 4 * h * w, -1)  # [c, hw * 4, (k, l, C/8)]
+            if high_res is not None:
+                z = z + high_res[0].flatten(2)
+            z = act2(z).view(c, -1, up2.out_channels)
             weights = hyper_in[s : s + step].to(z.dtype)
             # Matrix-vector products: a [16hw, C/8] x [C/8, 3] matrix product is several times slower on CPU.
             masks = z.new_empty(c, m, z.shape[1])

@@ -44,7 +44,8 @@ class PositionEmbeddingRandom(nn.Module):
 class PromptEncoder(nn.Module):
     """Embeds prompts for the mask decoder.
 
-    Point labels: 1 foreground, 0 background, -1 padding (no point).
+    Point labels: 1 foreground, 0 background, -1 padding (no point); 2 and 3 are box corners given
+    as points (SAM 2 passes boxes that way), embedded like the corners of `boxes`.
     """
 
     def __init__(
@@ -89,8 +90,9 @@ class PromptEncoder(nn.Module):
         emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels[..., None]
         emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
-        emb = emb + torch.where(labels == 0, self.point_embeddings[0].weight, 0.0)
-        return emb + torch.where(labels == 1, self.point_embeddings[1].weight, 0.0)
+        for label, embedding in enumerate(self.point_embeddings):
+            emb = emb + torch.where(labels == label, embedding.weight, 0.0)
+        return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """`[P, 4]` XYXY boxes -> `[P, 2, C]` corner embeddings."""

@@ -7,11 +7,13 @@ and broadcast, so the image-side projections of the first layer run once instead
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samtasks.modeling.common import MLPBlock
+from samtasks.modeling.common import MLP, MLPBlock
 
 
 class Attention(nn.Module):
@@ -114,13 +116,17 @@ class TwoWayAttentionBlock(nn.Module):
         *,
         attention_downsample_rate: int,
         skip_first_layer_pe: bool,
+        mlp_names: str,
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
+        if mlp_names == "layers":
+            self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, 2)
+        else:
+            self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
@@ -153,10 +159,21 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """Stack of two-way blocks followed by a final token->image attention."""
+    """Stack of two-way blocks followed by a final token->image attention.
+
+    `mlp_names` only names the token MLP's two linear layers as the checkpoint does: `lin1`/`lin2`
+    (SAM) or `layers.0`/`layers.1` (SAM 2); the computation is the same.
+    """
 
     def __init__(
-        self, *, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2
+        self,
+        *,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+        mlp_names: Literal["lin", "layers"] = "lin",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
@@ -166,6 +183,7 @@ class TwoWayTransformer(nn.Module):
                 mlp_dim,
                 attention_downsample_rate=attention_downsample_rate,
                 skip_first_layer_pe=i == 0,
+                mlp_names=mlp_names,
             )
             for i in range(depth)
         )
