@@ -288,11 +288,14 @@ class SamPredictor:
         multimask: bool = True,
         image_index: int = 0,
         return_masks: bool = True,
+        min_iou: float | None = None,
     ) -> MaskPrediction:
         """`predict` on tensors (any device), returning tensors on the predictor's device.
 
         Same frames and shapes as `predict`, with the batch dimension required. Prompts are decoded
-        `prompt_batch_size` at a time; upsampling is chunked to bound memory.
+        `prompt_batch_size` at a time; upsampling is chunked to bound memory. With `min_iou`, a
+        prompt whose every predicted IoU is at most `min_iou` may get -inf logits (masks not
+        computed: the automatic mask generator's IoU filter drops them anyway).
         """
         state = self._state(image_index)
         count, labels = self._check_prompts(points, labels, boxes, mask_input, state)
@@ -310,7 +313,7 @@ class SamPredictor:
                 sparse, dense = self.model.embed_prompts(
                     point_prompt, None if box_prompt is None else box_prompt.reshape(-1, 4), mask_prompt
                 )
-                outputs.append(self.model.decode(features, sparse, dense, multimask))
+                outputs.append(self.model.decode(features, sparse, dense, multimask, min_iou))
         low_res_logits = torch.cat([out.low_res_logits.float() for out in outputs])
         object_scores = None
         if outputs[0].object_scores is not None:

@@ -92,3 +92,18 @@ def test_single_points_with_mask_inputs_match_official(pair):  # noqa: F811
     out = ours.predict(**prompts)
     np.testing.assert_allclose(out.low_res_logits, low_ref, atol=TOL, rtol=0)
     np.testing.assert_allclose(out.iou_scores, iou_ref, atol=TOL, rtol=0)
+
+
+def test_min_iou_skips_only_prompts_the_filter_drops(pair):  # noqa: F811
+    _, ours = pair
+    points = torch.tensor([[[x, y]] for x in (10.0, 60.0, 110.0) for y in (15.0, 45.0, 75.0)])  # [9, 1, 2]
+    labels = torch.ones(9, 1, dtype=torch.int64)
+    full = ours.predict_torch(points, labels, return_masks=False)
+    best = full.iou_scores.max(1).values
+    threshold = float(best.median())
+    out = ours.predict_torch(points, labels, return_masks=False, min_iou=threshold)
+    kept = best > threshold
+    assert 0 < int(kept.sum()) < 9
+    torch.testing.assert_close(out.iou_scores, full.iou_scores, atol=0, rtol=0)
+    torch.testing.assert_close(out.low_res_logits[kept], full.low_res_logits[kept], atol=1e-6, rtol=0)
+    assert torch.isneginf(out.low_res_logits[~kept]).all()

@@ -13,8 +13,9 @@ Every model class (`Sam`, and each family's) provides:
   `image_embeddings` is the `[B, C, h, w]` embedding every family has;
 - `embed_prompts(points, boxes, masks) -> (sparse [P, T, C], dense [P, C, h, w])`: points as
   `([P, N, 2], [P, N])` and boxes `[P, 4]` in the prompt frame, masks `[P, 1, S', S']` logits;
-- `decode(features, sparse, dense, multimask) -> DecoderOutput` for one image's features (each
-  entry sliced to batch 1).
+- `decode(features, sparse, dense, multimask, min_iou=None) -> DecoderOutput` for one image's
+  features (each entry sliced to batch 1); with `min_iou`, a prompt whose every predicted IoU is at
+  most `min_iou` may come back with -inf logits, its masks not computed.
 """
 
 from __future__ import annotations

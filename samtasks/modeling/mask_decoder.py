@@ -47,6 +47,7 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        min_iou: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decodes P prompts against one image (or one image per prompt).
 
@@ -56,6 +57,8 @@ class MaskDecoder(nn.Module):
             sparse_prompt_embeddings: `[P, T, C]`.
             dense_prompt_embeddings: `[P, C, h, w]` (an expanded view when there is no mask input).
             multimask_output: return tokens 1..3 instead of token 0.
+            min_iou: a prompt whose every predicted IoU is at most this gets no mask logits (-inf):
+                the upscaling, most of a prompt's work, is skipped for it.
 
         Returns:
             Mask logits `[P, M, 4h, 4w]` and predicted IoU `[P, M]`, M = 3 or 1.
@@ -71,8 +74,9 @@ class MaskDecoder(nn.Module):
         hs, src = self.transformer(src, image_pe, tokens)  # [P, T, C], [P, hw, C]
         chosen = range(1, self.num_mask_tokens) if multimask_output else range(0, 1)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in chosen], dim=1)
-        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:])
         iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
+        keep = None if min_iou is None else (iou_pred > min_iou).any(1)
+        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], keep=keep)
         return masks, iou_pred
 
     def _upscale_and_project(
@@ -81,6 +85,7 @@ class MaskDecoder(nn.Module):
         hyper_in: torch.Tensor,
         grid: tuple[int, int],
         high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`output_upscaling` and the hypernetwork product, computed on tokens, a few prompts at a time.
 
@@ -98,6 +103,7 @@ class MaskDecoder(nn.Module):
                 method's token layouts: `s0 [1, 4hw, 2, 2, C/8]` and `s1 [1, 4hw, C/4]`, rows
                 (r, c, i, j) for pixel (2r + i, 2c + j) of the 2h x 2w grid, s0's (k, l) the 2x2
                 block of that pixel on the 4h x 4w grid.
+            keep: `bool [P]`, the prompts to compute (default all); the others' logits are -inf.
 
         Returns:
             Mask logits `[P, M, 4h, 4w]`.
@@ -109,11 +115,18 @@ class MaskDecoder(nn.Module):
         w2 = up2.weight.permute(0, 2, 3, 1).flatten(1)  # [C/4, (k, l, C/8)]
         b1, b2 = up1.bias.repeat(4), up2.bias.repeat(4)
         c1 = up1.out_channels
-        out = torch.empty(p, m, 4 * h, 4 * w, dtype=torch.promote_types(src.dtype, torch.float32), device=src.device)
+        dtype = torch.promote_types(src.dtype, torch.float32)
+        if keep is None:
+            out = torch.empty(p, m, 4 * h, 4 * w, dtype=dtype, device=src.device)
+            prompts = torch.arange(p, device=src.device)
+        else:
+            out = torch.full((p, m, 4 * h, 4 * w), -torch.inf, dtype=dtype, device=src.device)
+            prompts = keep.nonzero()[:, 0]
         blocks = out.view(p, m, h, 2, 2, w, 2, 2)  # [P, M, h, i, k, w, j, l]: row 4r + 2i + k, col 4c + 2j + l
         step = max(1, _UPSCALE_TOKENS // (h * w))
-        for s in range(0, p, step):
-            x = src[s : s + step]
+        for s in range(0, len(prompts), step):
+            chunk = prompts[s : s + step]
+            x = src[chunk]
             c = x.shape[0]
             y = torch.addmm(b1, x.flatten(0, 1), w1).view(c, -1, c1)  # [c, hw * 4, C/4], autocast-aware
             if high_res is not None:
@@ -123,10 +136,11 @@ class MaskDecoder(nn.Module):
             if high_res is not None:
                 z = z + high_res[0].flatten(2)
             z = act2(z).view(c, -1, up2.out_channels)
-            weights = hyper_in[s : s + step].to(z.dtype)
+            weights = hyper_in[chunk].to(z.dtype)
             # Matrix-vector products: a [16hw, C/8] x [C/8, 3] matrix product is several times slower on CPU.
             masks = z.new_empty(c, m, z.shape[1])
             for i, j in itertools.product(range(c), range(m)):
                 torch.mv(z[i], weights[i, j], out=masks[i, j])
-            blocks[s : s + step] = masks.view(c, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+            for i, prompt in enumerate(chunk.tolist()):
+                blocks[prompt] = masks[i].view(m, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
         return out

@@ -60,11 +60,16 @@ class Sam(nn.Module):
         return self.prompt_encoder(points, boxes, masks)
 
     def decode(
-        self, features: dict[str, torch.Tensor], sparse: torch.Tensor, dense: torch.Tensor, multimask: bool
+        self,
+        features: dict[str, torch.Tensor],
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask: bool,
+        min_iou: float | None = None,
     ) -> DecoderOutput:
         """Decodes P prompts against one image's features (batch 1)."""
         image_pe = self.prompt_encoder.get_dense_pe()
-        low_res, iou = self.mask_decoder(features["image_embeddings"], image_pe, sparse, dense, multimask)
+        low_res, iou = self.mask_decoder(features["image_embeddings"], image_pe, sparse, dense, multimask, min_iou)
         return DecoderOutput(low_res, iou)
 
 

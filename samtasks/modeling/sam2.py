@@ -54,6 +54,7 @@ class Sam2MaskDecoder(MaskDecoder):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
         high_res: tuple[torch.Tensor, torch.Tensor],
+        min_iou: float | None = None,
     ) -> DecoderOutput:
         """Decodes P prompts against one image.
 
@@ -65,6 +66,8 @@ class Sam2MaskDecoder(MaskDecoder):
             multimask_output: tokens 1..3 instead of token 0 (or the best of 1..3 where token 0's
                 mask is unstable).
             high_res: projected encoder features in `_upscale_and_project`'s layouts.
+            min_iou: with multimask output, a prompt whose every predicted IoU is at most this gets
+                no mask logits (-inf); without, every prompt's are computed (the IoU depends on them).
 
         Returns:
             Mask logits `[P, M, 4h, 4w]`, IoU `[P, M]` in [0, 1], object-score logits `[P]`.
@@ -81,7 +84,8 @@ class Sam2MaskDecoder(MaskDecoder):
         object_scores = self.pred_obj_score_head(hs[:, 0])[:, 0]
         chosen = range(1, self.num_mask_tokens) if multimask_output else range(self.num_mask_tokens)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 2 + i]) for i in chosen], dim=1)
-        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], high_res)
+        keep = (iou[:, 1:] > min_iou).any(1) if min_iou is not None and multimask_output else None
+        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], high_res, keep)
         if multimask_output:
             return DecoderOutput(masks, iou[:, 1:], object_scores)
         masks, iou = _stable_or_best(masks, iou)
@@ -182,7 +186,12 @@ class Sam2(nn.Module):
         return self.sam_prompt_encoder(points, None, masks)
 
     def decode(
-        self, features: dict[str, torch.Tensor], sparse: torch.Tensor, dense: torch.Tensor, multimask: bool
+        self,
+        features: dict[str, torch.Tensor],
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask: bool,
+        min_iou: float | None = None,
     ) -> DecoderOutput:
         """Decodes P prompts against one image's features (batch 1)."""
         return self.sam_mask_decoder(
@@ -192,6 +201,7 @@ class Sam2(nn.Module):
             dense,
             multimask,
             (features["high_res_s0"], features["high_res_s1"]),
+            min_iou,
         )
 
 
