@@ -299,7 +299,11 @@ class AutomaticMaskGenerator:
         h, w = image_size
         pts = torch.as_tensor(points, dtype=torch.float32)[:, None]  # [B, 1, 2] crop frame
         out = predictor.predict_torch(
-            pts, torch.ones(len(points), 1, dtype=torch.int64), multimask=s.multimask_output, return_masks=False
+            pts,
+            torch.ones(len(points), 1, dtype=torch.int64),
+            multimask=s.multimask_output,
+            return_masks=False,
+            raw_logits=True,  # upsampled unclamped, as SAM 2.1's generator does
         )
         logits = out.low_res_logits.flatten(0, 1)  # [3B, S, S]
         iou = out.iou_scores.flatten()
