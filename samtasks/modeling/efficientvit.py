@@ -61,12 +61,13 @@ class ConvLayer(nn.Module):
             x = self.norm(self.conv(x))
         else:
             # Inference: the BatchNorm folded into the conv's weights, which saves a pass over the map.
-            norm = self.norm
+            conv, norm = self.conv, self.norm
             scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
             shift = norm.bias - norm.running_mean * scale
-            if self.conv.bias is not None:
-                shift = shift + self.conv.bias * scale
-            x = self.conv._conv_forward(x, self.conv.weight * scale[:, None, None, None], shift)
+            if conv.bias is not None:
+                shift = shift + conv.bias * scale
+            weight = conv.weight * scale[:, None, None, None]
+            x = F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
         if self.act is not None:
             x = self.act(x)
         return x
@@ -381,9 +382,8 @@ class EfficientViTSamSpec:
     @property
     def description(self) -> str:
         """The encoder in a few words, for `samtasks models`."""
-        widths = "/".join(map(str, self.width_list))
         depths = "/".join(map(str, self.depth_list))
-        return f"EfficientViT widths {widths}, depths {depths}, {self.encoder_size} px"
+        return f"EfficientViT {self.width_list[0]}-{self.width_list[-1]}, depths {depths}"
 
     def build_image_encoder(self) -> EfficientViTSamImageEncoder:
         backbone = EfficientViTLargeBackbone(
