@@ -21,11 +21,11 @@ logger = logging.getLogger(__name__)
 
 _URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 # EfficientViT-SAM's published weights (linked from mit-han-lab/efficientvit's EfficientViT-SAM README).
-# The project publishes no checksums; these SHA-256 digests are the files' Git LFS object ids on that
-# Hugging Face repository, as InterDigitalInc/CompressAI-Vision's scripts/install.sh lists them.
+# The project publishes no checksums; the SHA-256 digests below are those that
+# InterDigitalInc/CompressAI-Vision's scripts/install.sh verifies these downloads against.
 _EVIT_URL = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
 
-# What the EfficientViT-L and -XL backbones of the official `efficientvit_sam_*` builders share.
+# What the official `efficientvit_sam_l*` and `efficientvit_sam_xl*` builders share.
 _EVIT_L = dict(
     width_list=(32, 64, 128, 256, 512),
     block_list=("res", "fmb", "fmb", "mb", "att"),
