@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from samtasks.checkpoints import CheckpointError, CheckpointInfo, load_state_dict, resolve_checkpoint
+from samtasks.modeling.efficientvit import EfficientViTSamSpec
 from samtasks.modeling.sam import SamSpec
 from samtasks.modeling.sam2 import Sam2Spec
 
@@ -43,14 +44,40 @@ def _sam2_spec(size: str, version: str) -> Sam2Spec:
         **_HIERA[size],
         **({"window_pos_embed_bkg_spatial_size": (7, 7)} if size in _BKG_7 else {}),
         version=version,
-        checkpoint=CheckpointInfo(f"{url}{prefix}{size}.pt", None),
+        checkpoint=CheckpointInfo(f"{url}{prefix}{size}.pt"),
     )
+
+
+# EfficientViT-SAM's published weights (linked from mit-han-lab/efficientvit's EfficientViT-SAM README).
+# The project publishes no checksums; the SHA-256 digests below are those that
+# InterDigitalInc/CompressAI-Vision's scripts/install.sh verifies these downloads against.
+_EVIT_URL = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
+
+# What the official `efficientvit_sam_l*` and `efficientvit_sam_xl*` builders share.
+_EVIT_L = dict(
+    width_list=(32, 64, 128, 256, 512),
+    block_list=("res", "fmb", "fmb", "mb", "att"),
+    expand_list=(1, 4, 4, 4, 6),
+    fewer_norm_list=(False, False, False, True, True),
+    neck_stages=(4, 3, 2),
+    neck_expand_ratio=1,
+    encoder_size=512,
+)
+_EVIT_XL = dict(
+    width_list=(32, 64, 128, 256, 512, 1024),
+    block_list=("res", "fmb", "fmb", "fmb", "att@3", "att@3"),
+    expand_list=(1, 4, 4, 4, 4, 6),
+    fewer_norm_list=(False, False, False, False, True, True),
+    neck_stages=(5, 4, 3),
+    neck_expand_ratio=4,
+    encoder_size=1024,
+)
 
 
 # Every family's spec: a frozen dataclass with `family`, `license`, `description`, `frame`,
 # `checkpoint`, `ignored_keys` (prefixes of official keys the image path does not use, dropped before
 # the strict load) and `build()`.
-Spec = SamSpec | Sam2Spec
+Spec = SamSpec | Sam2Spec | EfficientViTSamSpec
 
 MODEL_SPECS: dict[str, Spec] = {
     "vit_b": SamSpec(
@@ -101,6 +128,74 @@ MODEL_SPECS: dict[str, Spec] = {
         window_pos_embed_bkg_spatial_size=(4, 4),
         image_size=128,
         prompt_embed_dim=32,
+    ),
+    "efficientvit_sam_l0": EfficientViTSamSpec(
+        **_EVIT_L,
+        depth_list=(1, 1, 1, 4, 4),
+        neck_depth=4,
+        checkpoint=CheckpointInfo(
+            _EVIT_URL + "efficientvit_sam_l0.pt",
+            sha256="c4f994b01a16d48bcf2fbbb089448cfbf58fae5811edfa8113c953b8b8cc64b8",
+        ),
+    ),
+    "efficientvit_sam_l1": EfficientViTSamSpec(
+        **_EVIT_L,
+        depth_list=(1, 1, 1, 6, 6),
+        neck_depth=8,
+        checkpoint=CheckpointInfo(
+            _EVIT_URL + "efficientvit_sam_l1.pt",
+            sha256="fa151df2b9b96896accd505470755cdd293a4c50cdabac95478f3fbd86d9152b",
+        ),
+    ),
+    "efficientvit_sam_l2": EfficientViTSamSpec(
+        **_EVIT_L,
+        depth_list=(1, 2, 2, 8, 8),
+        neck_depth=12,
+        checkpoint=CheckpointInfo(
+            _EVIT_URL + "efficientvit_sam_l2.pt",
+            sha256="d4bfd842224cbb99de09acc3325e81ac5b7e8725c8fbdab152305e5d934bfe4a",
+        ),
+    ),
+    "efficientvit_sam_xl0": EfficientViTSamSpec(
+        **_EVIT_XL,
+        depth_list=(0, 1, 1, 2, 3, 3),
+        neck_depth=6,
+        checkpoint=CheckpointInfo(
+            _EVIT_URL + "efficientvit_sam_xl0.pt",
+            sha256="9bc2f87bd23d6e6d1f7b5beff910f98835c7c333fac73e695bac0bec685968f8",
+        ),
+    ),
+    "efficientvit_sam_xl1": EfficientViTSamSpec(
+        **_EVIT_XL,
+        depth_list=(1, 2, 2, 4, 6, 6),
+        neck_depth=12,
+        checkpoint=CheckpointInfo(
+            _EVIT_URL + "efficientvit_sam_xl1.pt",
+            sha256="10f42277679427c1183dcff19758e536aa86bcc4304e4b387ff48865784be05c",
+        ),
+    ),
+    # Tests only: an L-style EfficientViT-SAM with random weights. It encodes 128 px while prompts
+    # and masks live in a 256 frame (a 16 x 16 embedding), as the L models encode 512 px for the
+    # 1024 frame; its 4 x 4 attention grid is no larger than qkv_dim, where the official code takes
+    # its quadratic attention form.
+    "test_efficientvit_sam": EfficientViTSamSpec(
+        width_list=(8, 8, 16, 16, 32),
+        depth_list=(1, 1, 1, 1, 1),
+        block_list=("res", "fmb", "fmb", "mb", "att"),
+        expand_list=(1, 4, 4, 4, 6),
+        fewer_norm_list=(False, False, False, True, True),
+        neck_stages=(4, 3, 2),
+        neck_depth=1,
+        neck_expand_ratio=1,
+        encoder_size=128,
+        prompt_size=256,
+        qkv_dim=16,
+        neck_width=16,
+        prompt_embed_dim=32,
+        decoder_num_heads=2,
+        decoder_mlp_dim=64,
+        iou_head_hidden_dim=32,
+        mask_in_chans=8,
     ),
 }
 
@@ -160,7 +255,7 @@ def build_sam(
     """Builds SAM-family model `name` in eval mode on the CPU.
 
     Args:
-        name: a key of `MODEL_SPECS` (`vit_b`, `vit_l`, `vit_h`, `sam2.1_hiera_large`, ...).
+        name: a key of `MODEL_SPECS` (`vit_b`, `sam2.1_hiera_large`, `efficientvit_sam_l0`, ...; `samtasks models`).
         checkpoint: a local `.pth` path or an http(s) URL. None: the spec's official checkpoint,
             downloaded into `$SAMTASKS_HOME` on first use.
         pretrained: with `checkpoint=None`, False gives random weights (specs without an official

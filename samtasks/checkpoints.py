@@ -21,10 +21,13 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """An official checkpoint: where to get it and the MD5 its file must have."""
+    """An official checkpoint: where to get it and the digest its file must have (the published MD5
+    or SHA-256)."""
 
     url: str
-    md5: str | None  # None where the publisher gives no checksum (then only the length is checked)
+    # Both None where the publisher gives no checksum (SAM 2.x): then only the length is checked.
+    md5: str | None = None
+    sha256: str | None = None
 
     @property
     def filename(self) -> str:
@@ -41,17 +44,26 @@ def cached_path(info: CheckpointInfo) -> Path:
     return cache_dir() / info.filename
 
 
-def download(url: str, dest: Path, *, md5: str | None = None, progress: bool = True, timeout: float = 60.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
     """Downloads `url` to `dest` through a temporary file renamed only when complete and verified.
 
     Raises:
         CheckpointError: the transfer fails or is cut short (nothing is left at `dest`), or the
-            file's MD5 differs from `md5`.
+            file's MD5 or SHA-256 differs from `md5` or `sha256`.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
-    digest = hashlib.md5()
+    expected = {name: value for name, value in (("md5", md5), ("sha256", sha256)) if value is not None}
+    digests = {name: hashlib.new(name) for name in expected}
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -59,16 +71,18 @@ def download(url: str, dest: Path, *, md5: str | None = None, progress: bool = T
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
-                    digest.update(chunk)
+                    for digest in digests.values():
+                        digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
         if total is not None and received != total:
             raise CheckpointError(f"download of {url} stopped after {received} of {total} bytes")
-        if md5 is not None and digest.hexdigest() != md5:
-            raise CheckpointError(
-                f"{url} downloaded with MD5 {digest.hexdigest()}, expected {md5}: the file is corrupt or not the "
-                "official one"
-            )
+        for name, value in expected.items():
+            if digests[name].hexdigest() != value:
+                raise CheckpointError(
+                    f"{url} downloaded with {name.upper()} {digests[name].hexdigest()}, expected {value}: the file is "
+                    "corrupt or not the official one"
+                )
         os.replace(tmp, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise CheckpointError(
@@ -95,7 +109,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, info: CheckpointInfo | Non
     if info is None:
         return None
     path = cached_path(info)
-    return path if path.is_file() else download(info.url, path, md5=info.md5, progress=progress)
+    return path if path.is_file() else download(info.url, path, md5=info.md5, sha256=info.sha256, progress=progress)
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -289,11 +289,14 @@ class SamPredictor:
         image_index: int = 0,
         return_masks: bool = True,
         min_iou: float | None = None,
+        raw_logits: bool = False,
     ) -> MaskPrediction:
         """`predict` on tensors (any device), returning tensors on the predictor's device.
 
         Same frames and shapes as `predict`, with the batch dimension required. Prompts are decoded
-        `prompt_batch_size` at a time; upsampling is chunked to bound memory. With `min_iou`, a
+        `prompt_batch_size` at a time; upsampling is chunked to bound memory. `raw_logits=True`
+        returns the decoder's low-res logits without the frame's `logit_limit` clamp, for callers that
+        upsample them as the official pipeline does (SAM 2.1's mask generator). With `min_iou`, a
         prompt whose every predicted IoU is at most `min_iou` may get -inf logits (masks not
         computed: the automatic mask generator's IoU filter drops them anyway).
         """
@@ -321,7 +324,7 @@ class SamPredictor:
         masks = (
             self.upsample(low_res_logits, image_index, threshold=self.model.mask_threshold) if return_masks else None
         )
-        if self.frame.logit_limit is not None:
+        if self.frame.logit_limit is not None and not raw_logits:
             low_res_logits = low_res_logits.clamp(-self.frame.logit_limit, self.frame.logit_limit)
         return MaskPrediction(
             masks=masks,

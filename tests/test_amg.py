@@ -170,7 +170,7 @@ def test_batch_nms_stages_the_suppression(tiny_checkpoint, monkeypatch):
     cells = {(16, 16): (0, 10, 1, 11), (48, 16): (0, 10, 2, 12), (16, 48): (0, 10, 0, 10), (48, 48): (20, 30, 20, 30)}
     scores = {(16, 16): 0.8, (48, 16): 0.7, (16, 48): 0.9, (48, 48): 0.6}
 
-    def predict_torch(points, labels, *, multimask, return_masks, min_iou):
+    def predict_torch(points, labels, *, multimask, return_masks, min_iou, raw_logits):
         logits = torch.full((len(points), 1, 32, 32), -10.0)
         iou = torch.zeros(len(points), 1)
         for i, (x, y) in enumerate(points[:, 0].round().int().tolist()):

@@ -101,13 +101,15 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-def test_download_registry_checkpoint(server, tiny_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("digest", ["md5", "sha256"])
+def test_download_registry_checkpoint(server, tiny_checkpoint, tmp_path, monkeypatch, digest):
     url, root, _ = server
     (root / "sam_tiny_test.pth").write_bytes(tiny_checkpoint.read_bytes())
-    md5 = hashlib.md5(tiny_checkpoint.read_bytes()).hexdigest()
     home = tmp_path / "home"
     monkeypatch.setenv("SAMTASKS_HOME", str(home))
-    info = CheckpointInfo(f"{url}/sam_tiny_test.pth", md5)
+    info = CheckpointInfo(
+        f"{url}/sam_tiny_test.pth", **{digest: hashlib.new(digest, tiny_checkpoint.read_bytes()).hexdigest()}
+    )
     monkeypatch.setitem(MODEL_SPECS, "tiny", dataclasses.replace(MODEL_SPECS["tiny"], checkpoint=info))
     model = build_sam("tiny", progress=False)
     assert (home / "sam_tiny_test.pth").is_file()
@@ -118,13 +120,19 @@ def test_download_registry_checkpoint(server, tiny_checkpoint, tmp_path, monkeyp
     build_sam("tiny", progress=False)  # cached: no second download
 
 
-def test_download_digest_mismatch_leaves_nothing(server, tmp_path):
+@pytest.mark.parametrize(("digest", "label"), [(dict(md5="0" * 32), "MD5"), (dict(sha256="0" * 64), "SHA256")])
+def test_download_digest_mismatch_leaves_nothing(server, tmp_path, digest, label):
     url, root, _ = server
     (root / "w.pth").write_bytes(b"x" * 1000)
     dest = tmp_path / "cache" / "w.pth"
-    with pytest.raises(CheckpointError, match="MD5"):
-        download(f"{url}/w.pth", dest, md5="0" * 32, progress=False)
+    with pytest.raises(CheckpointError, match=label):
+        download(f"{url}/w.pth", dest, **digest, progress=False)
     assert list(dest.parent.iterdir()) == []
+
+
+def test_checkpoint_info_needs_a_digest():
+    with pytest.raises(ValueError, match="md5 or sha256"):
+        CheckpointInfo("https://example.com/w.pth")
 
 
 def test_interrupted_download_leaves_nothing(server, tmp_path):

@@ -1,5 +1,6 @@
 """SAM-family networks, with the official module and parameter names."""
 
+from samtasks.modeling.efficientvit import EfficientViTSamSpec
 from samtasks.modeling.frame import DecoderOutput, ImageFrame
 from samtasks.modeling.image_encoder import ImageEncoderViT
 from samtasks.modeling.mask_decoder import MaskDecoder
@@ -10,6 +11,7 @@ from samtasks.modeling.transformer import TwoWayTransformer
 
 __all__ = [
     "DecoderOutput",
+    "EfficientViTSamSpec",
     "ImageEncoderViT",
     "ImageFrame",
     "MaskDecoder",

@@ -117,18 +117,19 @@ class TwoWayAttentionBlock(nn.Module):
         attention_downsample_rate: int,
         skip_first_layer_pe: bool,
         mlp_names: str,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
-        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.norm1 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
-        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.norm2 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         if mlp_names == "layers":
             self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, 2)
         else:
             self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
-        self.norm3 = nn.LayerNorm(embedding_dim)
-        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.norm3 = nn.LayerNorm(embedding_dim, eps=norm_eps)
+        self.norm4 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
@@ -162,7 +163,8 @@ class TwoWayTransformer(nn.Module):
     """Stack of two-way blocks followed by a final token->image attention.
 
     `mlp_names` only names the token MLP's two linear layers as the checkpoint does: `lin1`/`lin2`
-    (SAM) or `layers.0`/`layers.1` (SAM 2); the computation is the same.
+    (SAM) or `layers.0`/`layers.1` (SAM 2); the computation is the same. `norm_eps` is SAM's
+    LayerNorm default (1e-5); EfficientViT-SAM's model zoo sets 1e-6.
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class TwoWayTransformer(nn.Module):
         mlp_dim: int,
         attention_downsample_rate: int = 2,
         mlp_names: Literal["lin", "layers"] = "lin",
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
@@ -184,11 +187,12 @@ class TwoWayTransformer(nn.Module):
                 attention_downsample_rate=attention_downsample_rate,
                 skip_first_layer_pe=i == 0,
                 mlp_names=mlp_names,
+                norm_eps=norm_eps,
             )
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
-        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.norm_final_attn = nn.LayerNorm(embedding_dim, eps=norm_eps)
 
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor

@@ -304,6 +304,7 @@ class AutomaticMaskGenerator:
             multimask=s.multimask_output,
             return_masks=False,
             min_iou=s.pred_iou_thresh if s.pred_iou_thresh > 0 else None,  # no masks for prompts the filter drops
+            raw_logits=True,  # upsampled unclamped, as SAM 2.1's generator does
         )
         logits = out.low_res_logits.flatten(0, 1)  # [3B, S, S]
         iou = out.iou_scores.flatten()
