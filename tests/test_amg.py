@@ -187,3 +187,9 @@ def test_batch_nms_stages_the_suppression(tiny_checkpoint, monkeypatch):
     assert once.predicted_iou.tolist() == pytest.approx([0.9, 0.7, 0.6])  # A, C, D
     assert staged.predicted_iou.tolist() == pytest.approx([0.9, 0.6])  # A, D
     assert once.boxes[:2].tolist() == [[0, 0, 19, 19], [4, 0, 23, 19]]
+    # C's mask was dropped when B suppressed it in its batch, and decoded again once A suppressed B.
+    c_mask = np.zeros((64, 64), bool)
+    c_mask[0:20, 4:24] = True
+    np.testing.assert_array_equal(once.masks()[1], c_mask)
+    with_logits = AutomaticMaskGenerator(predictor, keep_logits=True, **base).generate(image)
+    assert (with_logits.low_res_logits[1] > 0).sum() == 100 and with_logits.low_res_logits[1][5, 6] > 0

@@ -282,17 +282,56 @@ class AutomaticMaskGenerator:
         self.predictor.set_image(crop)
         n = int(s.points_per_side / (s.crop_n_points_downscale_factor**layer))
         points = point_grid(n) * np.array([cw, ch])
-        parts = [
-            self._process_batch(points[i : i + s.points_per_batch], crop_box, image.shape[:2])
-            for i in range(0, len(points), s.points_per_batch)
-        ]
+        # Box NMS needs only boxes and scores, so every candidate keeps those, but its RLE (and logits)
+        # only while it survives NMS among the survivors so far and its own batch; a mask that the
+        # crop's NMS keeps after its suppressor was itself suppressed is decoded again. So memory does
+        # not grow with the grid.
+        light, heavy = [], {}  # all candidates without masks; candidate index -> (RLE, logits) of survivors
+        alive = np.zeros(0, np.int64)
+        for i in range(0, len(points), s.points_per_batch):
+            part = self._process_batch(points[i : i + s.points_per_batch], crop_box, image.shape[:2])
+            start = sum(len(p) for p in light)
+            for j, rle in enumerate(part.rles):
+                heavy[start + j] = (rle, None if part.low_res_logits is None else part.low_res_logits[j])
+            light.append(dataclasses.replace(part, rles=[None] * len(part), low_res_logits=None))
+            data = GeneratedMasks.concat(light, image.shape[:2])
+            candidates = np.concatenate([alive, start + np.arange(len(part))])
+            if len(candidates):
+                alive = candidates[self._nms(data.boxes[candidates], data.predicted_iou[candidates], s.box_nms_thresh)]
+            heavy = {k: heavy[k] for k in alive.tolist()}
+        data = GeneratedMasks.concat(light, image.shape[:2])
+        keep = self._nms(data.boxes, data.predicted_iou, s.box_nms_thresh) if len(data) else np.zeros(0, np.int64)
+        for k in keep.tolist():
+            if k not in heavy:
+                heavy[k] = self._decode_again(data, k, points, crop_box, image.shape[:2])
         self.predictor.reset_image()
-        data = GeneratedMasks.concat(parts, image.shape[:2])
-        if len(data):
-            data = data.select(self._nms(data.boxes, data.predicted_iou, s.box_nms_thresh))
+        data = data.select(keep)
+        data.rles = [heavy[k][0] for k in keep.tolist()]
+        if self.keep_logits:
+            logits = [heavy[k][1] for k in keep.tolist()]
+            data.low_res_logits = (
+                np.stack(logits) if logits else np.zeros((0, *self.predictor.mask_input_size), np.float32)
+            )
         return data
 
-    def _process_batch(self, points: np.ndarray, crop_box: list[int], image_size: tuple[int, int]) -> GeneratedMasks:
+    def _decode_again(
+        self, data: GeneratedMasks, k: int, points: np.ndarray, crop_box: list[int], image_size: tuple[int, int]
+    ) -> tuple[dict, np.ndarray | None]:
+        """Candidate k's RLE and logits, decoding its point again (alone, so without batch NMS)."""
+        x0, y0 = crop_box[:2]
+        frame = (points + np.array([x0, y0])).astype(np.float32)  # as `_process_batch` records points
+        point = np.flatnonzero((frame == data.points[k]).all(1))[:1]
+        again = self._process_batch(points[point], crop_box, image_size, batch_nms=False)
+        # The same mask: same box, predicted IoU and stability up to float rounding across batch sizes.
+        cost = np.abs(again.predicted_iou - data.predicted_iou[k]) + np.abs(
+            again.stability_score - data.stability_score[k]
+        )
+        j = int(np.argmin(cost + np.abs(again.boxes - data.boxes[k]).sum(1)))
+        return again.rles[j], None if again.low_res_logits is None else again.low_res_logits[j]
+
+    def _process_batch(
+        self, points: np.ndarray, crop_box: list[int], image_size: tuple[int, int], *, batch_nms: bool = True
+    ) -> GeneratedMasks:
         s = self.settings
         predictor = self.predictor
         x0, y0, x1, y1 = crop_box
@@ -349,7 +388,7 @@ class AutomaticMaskGenerator:
             crop_boxes=np.tile(np.array(crop_box, np.int64), (len(index), 1)),
             low_res_logits=logits[index].float().cpu().numpy() if self.keep_logits else None,
         )
-        if s.batch_nms_thresh > 0 and len(data):
+        if batch_nms and s.batch_nms_thresh > 0 and len(data):
             data = data.select(self._nms(data.boxes, data.predicted_iou, s.batch_nms_thresh))
         return data
 
