@@ -1,7 +1,8 @@
 """Automatic mask generation speed and peak memory against the official `SamAutomaticMaskGenerator`,
 same weights, same image, same settings, one run.
 
-Two settings: the `official` preset (32x32 grid, IoU 0.88, stability 0.95, NMS 0.7) and the paper's
+Settings: the `official` preset (32x32 grid, IoU 0.88, stability 0.95, NMS 0.7), the same at 16x16
+(`official-16`), and the paper's
 `proposals-lvis` settings (64x64 grid, no filtering, NMS 0.9; the official generator is given the
 same knobs). Each generator runs in its own fresh process so that its peak resident memory
 (ru_maxrss) is its own; the masks come back as RLE and are checked equal (same count, every mask
@@ -34,6 +35,7 @@ from speed_core import load_image
 
 SETTINGS = {
     "official": {},
+    "official-16": {"points_per_side": 16},
     "proposals-lvis": {
         "points_per_side": 64,
         "pred_iou_thresh": 0.0,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speed_core import best_of, load_image, same_weights
+from speed_core import interleaved, load_image, same_weights
 
 
 def random_boxes(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -88,16 +88,18 @@ def main() -> None:
         finally:
             ours.prompt_batch_size = 64
 
-    times = {
-        "official_loop": best_of(lambda: official_loop(False), device, args.repeats),
-        "official_batched": best_of(official_batched, device, args.repeats),
-        "ours_batched": best_of(lambda: plain.predict(boxes_ours), device, args.repeats),
-        f"ours_batched_{args.small_batch}_per_call": best_of(
-            lambda: ours_with_batch(args.small_batch), device, args.repeats
-        ),
-        "official_loop_refine": best_of(lambda: official_loop(True), device, args.repeats),
-        "ours_batched_refine": best_of(lambda: refined.predict(boxes_ours), device, args.repeats),
-    }
+    times = interleaved(
+        {
+            "official_loop": lambda: official_loop(False),
+            "official_batched": official_batched,
+            "ours_batched": lambda: plain.predict(boxes_ours),
+            f"ours_batched_{args.small_batch}_per_call": lambda: ours_with_batch(args.small_batch),
+            "official_loop_refine": lambda: official_loop(True),
+            "ours_batched_refine": lambda: refined.predict(boxes_ours),
+        },
+        device,
+        args.repeats,
+    )
 
     def differing(ref_logits: np.ndarray, masks: torch.Tensor) -> int:
         ref_logits = np.asarray(ref_logits, np.float32)
