@@ -126,7 +126,7 @@ class MaskDecoder(nn.Module):
         step = max(1, _UPSCALE_TOKENS // (h * w))
         for s in range(0, len(prompts), step):
             chunk = prompts[s : s + step]
-            x = src[chunk]
+            x = src[s : s + step] if keep is None else src[chunk]
             c = x.shape[0]
             y = torch.addmm(b1, x.flatten(0, 1), w1).view(c, -1, c1)  # [c, hw * 4, C/4], autocast-aware
             if high_res is not None:
