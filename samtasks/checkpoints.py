@@ -24,7 +24,7 @@ class CheckpointInfo:
     """An official checkpoint: where to get it and the MD5 its file must have."""
 
     url: str
-    md5: str
+    md5: str | None  # None only where no digest is published: the download is then not verified
 
     @property
     def filename(self) -> str:
