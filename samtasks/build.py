@@ -34,20 +34,21 @@ _MOBILE_SAM = MobileSamSpec(
         "f3c0d8cda613564d499310dab6c812cd",
     ),
 )
-# Tests only: the official TinyViT fixes a 64x64 embedding grid (1024 px input), a 256-wide neck and
-# (by its stride rule) a last stage 320 wide; everything else is small, windows need padding.
+# Tests only: random weights, 128 px input, an 8x8 grid whose windows need padding. (The parity tests
+# run it at the sizes the official TinyViT hard-codes: 1024 px, a 320-wide last stage, a 256-wide neck.)
 _TEST_MOBILE_SAM = MobileSamSpec(
-    embed_dims=(8, 16, 24, 320),
+    embed_dims=(8, 16, 24, 40),
     depths=(1, 1, 2, 1),
     num_heads=(1, 2, 3, 5),
-    window_sizes=(7, 7, 14, 7),
+    window_sizes=(7, 3, 5, 3),
     mlp_ratio=1.0,
     mbconv_expand_ratio=2.0,
-    decoder_depth=1,
+    image_size=128,
+    prompt_embed_dim=32,
     decoder_num_heads=2,
-    decoder_mlp_dim=32,
-    iou_head_hidden_dim=16,
-    mask_in_chans=4,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+    mask_in_chans=8,
 )
 
 
@@ -113,7 +114,7 @@ MODEL_SPECS: dict[str, Spec] = {
     ),
     # Light HQ-SAM: MobileSAM's network with the HQ decoder (no digest of this file is published).
     "hq_vit_tiny": HqSpec(sam=_MOBILE_SAM, checkpoint=CheckpointInfo(_HQ_URL + "sam_hq_vit_tiny.pth", None)),
-    # Tests only, random weights.
+    # Tests only: random weights, 128 px input.
     "test_mobile_sam": _TEST_MOBILE_SAM,
     "test_hq": HqSpec(
         sam=SamSpec(

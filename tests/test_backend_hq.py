@@ -20,7 +20,7 @@ from samtasks.build import MODEL_SPECS
 from samtasks.modeling.mobile_sam import MobileSamSpec
 
 from .conftest import random_image, randomize
-from .official_hq import PROMPT_CASES, build_official_hq, official_predict, official_predictor
+from .official_hq import PROMPT_CASES, build_official_hq, official_predict, official_predictor, official_sizes
 
 pytest.importorskip("segment_anything_hq")
 
@@ -33,7 +33,7 @@ def _manifest(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 @pytest.mark.parametrize("name", ["hq_vit_b", "hq_vit_l", "hq_vit_h", "hq_vit_tiny", "test_hq", "test_hq_tiny"])
 def test_manifest_equals_official(name):
-    spec = MODEL_SPECS[name]
+    spec = official_sizes(MODEL_SPECS[name])
     with torch.device("meta"):
         ours = _manifest(spec.build())
     on_meta = not isinstance(spec.sam, MobileSamSpec)  # TinyViT does not build on meta
@@ -45,14 +45,18 @@ def test_manifest_equals_official(name):
 
 
 def _pair(name: str, seed: int, tmp_path, image: np.ndarray):
-    """(official predictor, our predictor) on `image`, our model loaded from the official model's
-    random weights saved as a plain state dict (the format of `sam_hq_vit_*.pth`)."""
-    official = randomize(build_official_hq(MODEL_SPECS[name]), seed=seed)
+    """(official predictor, our predictor) on `image` for spec `name` at `official_sizes`, our model
+    loaded by `build_sam` from the official model's random weights saved as a plain state dict (the
+    format of `sam_hq_vit_*.pth`)."""
+    spec = official_sizes(MODEL_SPECS[name])
+    official = randomize(build_official_hq(spec), seed=seed)
     path = tmp_path / f"{name}.pth"
     torch.save(official.state_dict(), path)
     reference = official_predictor(official)
     reference.set_image(image)
-    ours = SamPredictor(build_sam(name, path), device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODEL_SPECS, name, spec)
+        ours = SamPredictor(build_sam(name, path), device="cpu")
     ours.set_image(image)
     return reference, ours
 
@@ -105,6 +109,20 @@ def test_light_hq_matches_official(tmp_path):
             _check(official, ours, PROMPT_CASES["box and points"], multimask, hq_token_only)
     first = ours.predict(**PROMPT_CASES["box"], return_masks=False)
     _check(official, ours, dict(**PROMPT_CASES["box"], mask_input=first.low_res_logits), True, False)
+
+
+def test_light_hq_tiny_spec_runs_small():
+    model = build_sam("test_hq_tiny")
+    with torch.inference_mode():
+        features = model.encode(torch.zeros(2, 3, 128, 128))
+    assert {k: tuple(v.shape) for k, v in features.items()} == {
+        "image_embeddings": (2, 32, 8, 8),
+        "hq_features": (2, 4, 32, 32),
+    }
+    predictor = SamPredictor(model, device="cpu")
+    predictor.set_image(random_image(np.random.default_rng(0), 90, 150))
+    out = predictor.predict(**PROMPT_CASES["box and points"])
+    assert out.low_res_logits.shape == (1, 1, 32, 32) and out.masks.shape == (1, 1, 90, 150)
 
 
 def test_hq_token_only_and_multimask_change_the_mask(pair):

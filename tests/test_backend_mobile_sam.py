@@ -18,7 +18,13 @@ from samtasks import SamPredictor, build_sam
 from samtasks.build import MODEL_SPECS
 
 from .conftest import random_image, randomize
-from .official_hq import PROMPT_CASES, build_official_mobile_sam, official_predict, official_predictor
+from .official_hq import (
+    PROMPT_CASES,
+    build_official_mobile_sam,
+    official_predict,
+    official_predictor,
+    official_sizes,
+)
 
 pytest.importorskip("mobile_sam")
 
@@ -31,7 +37,7 @@ def _manifest(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 @pytest.mark.parametrize("name", ["mobile_sam", "test_mobile_sam"])
 def test_manifest_equals_official(name):
-    spec = MODEL_SPECS[name]
+    spec = official_sizes(MODEL_SPECS[name])
     with torch.device("meta"):
         ours = _manifest(spec.build())
     official = _manifest(build_official_mobile_sam(spec))  # TinyViT does not build on meta
@@ -41,16 +47,28 @@ def test_manifest_equals_official(name):
 
 
 def _pair(name: str, seed: int, tmp_path, image: np.ndarray):
-    """(official predictor, our predictor) on `image`, our model loaded from the official model's
-    random weights saved as a plain state dict (the format of `mobile_sam.pt`)."""
-    official = randomize(build_official_mobile_sam(MODEL_SPECS[name]), seed=seed)
+    """(official predictor, our predictor) on `image` for spec `name` at `official_sizes`, our model
+    loaded by `build_sam` from the official model's random weights saved as a plain state dict (the
+    format of `mobile_sam.pt`)."""
+    spec = official_sizes(MODEL_SPECS[name])
+    official = randomize(build_official_mobile_sam(spec), seed=seed)
     path = tmp_path / "mobile_sam.pt"
     torch.save(official.state_dict(), path)
     reference = official_predictor(official)
     reference.set_image(image)
-    ours = SamPredictor(build_sam(name, path), device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODEL_SPECS, name, spec)
+        ours = SamPredictor(build_sam(name, path), device="cpu")
     ours.set_image(image)
     return reference, ours
+
+
+def test_tiny_spec_runs_small():
+    predictor = SamPredictor(build_sam("test_mobile_sam"), device="cpu")
+    predictor.set_image(random_image(np.random.default_rng(0), 90, 150))
+    out = predictor.predict(**PROMPT_CASES["box and points"])
+    assert predictor.features.shape == (1, 32, 8, 8)
+    assert out.low_res_logits.shape == (1, 3, 32, 32) and out.masks.shape == (1, 3, 90, 150)
 
 
 @pytest.fixture(scope="module")
