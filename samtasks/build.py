@@ -190,7 +190,8 @@ def build_sam(
     """Builds SAM-family model `name` in eval mode on the CPU.
 
     Args:
-        name: a key of `MODEL_SPECS` (`vit_b`, `vit_l`, `vit_h`, `tiny`).
+        name: a key of `MODEL_SPECS` (`vit_b`, `vit_l`, `vit_h`, `mobile_sam`, `hq_vit_b`, ...,
+            and the `tiny`/`test_*` specs of the tests).
         checkpoint: a local `.pth` path or an http(s) URL. None: the spec's official checkpoint,
             downloaded into `$SAMTASKS_HOME` on first use.
         pretrained: with `checkpoint=None`, False gives random weights (specs without an official

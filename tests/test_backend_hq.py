@@ -44,6 +44,14 @@ def test_manifest_equals_official(name):
     assert ours == kept
 
 
+def test_checkpoint_with_pixel_statistics_loads(tmp_path):
+    official = build_official_hq(MODEL_SPECS["test_hq"])
+    state = official.state_dict() | {"pixel_mean": torch.zeros(3, 1, 1), "pixel_std": torch.ones(3, 1, 1)}
+    torch.save(state, tmp_path / "sam_hq.pth")
+    model = build_sam("test_hq", tmp_path / "sam_hq.pth")
+    assert torch.equal(model.mask_decoder.hf_token.weight, state["mask_decoder.hf_token.weight"])
+
+
 def _pair(name: str, seed: int, tmp_path, image: np.ndarray):
     """(official predictor, our predictor) on `image` for spec `name` at `official_sizes`, our model
     loaded by `build_sam` from the official model's random weights saved as a plain state dict (the

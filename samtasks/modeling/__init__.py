@@ -3,17 +3,26 @@
 from samtasks.modeling.frame import DecoderOutput, ImageFrame
 from samtasks.modeling.image_encoder import ImageEncoderViT
 from samtasks.modeling.mask_decoder import MaskDecoder
+from samtasks.modeling.mask_decoder_hq import MaskDecoderHQ
+from samtasks.modeling.mobile_sam import MobileSamSpec
 from samtasks.modeling.prompt_encoder import PromptEncoder
 from samtasks.modeling.sam import Sam, SamSpec
+from samtasks.modeling.sam_hq import HqSpec, SamHQ
+from samtasks.modeling.tiny_vit import TinyViT
 from samtasks.modeling.transformer import TwoWayTransformer
 
 __all__ = [
     "DecoderOutput",
+    "HqSpec",
     "ImageEncoderViT",
     "ImageFrame",
     "MaskDecoder",
+    "MaskDecoderHQ",
+    "MobileSamSpec",
     "PromptEncoder",
     "Sam",
+    "SamHQ",
     "SamSpec",
+    "TinyViT",
     "TwoWayTransformer",
 ]

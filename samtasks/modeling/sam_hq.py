@@ -94,7 +94,9 @@ class HqSpec:
 
     @property
     def ignored_keys(self) -> tuple[str, ...]:
-        return self.sam.ignored_keys
+        # The official model loads its files non-strictly and Hugging Face's conversion of them drops
+        # `pixel_mean`/`pixel_std`: dropped here too where present (normalization is the frame's).
+        return (*self.sam.ignored_keys, "pixel_mean", "pixel_std")
 
     @property
     def frame(self) -> ImageFrame:
