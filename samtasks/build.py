@@ -15,8 +15,10 @@ from torch import nn
 
 from samtasks.checkpoints import CheckpointError, CheckpointInfo, load_state_dict, resolve_checkpoint
 from samtasks.modeling.efficientvit import EfficientViTSamSpec
+from samtasks.modeling.mobile_sam import MobileSamSpec
 from samtasks.modeling.sam import SamSpec
 from samtasks.modeling.sam2 import Sam2Spec
+from samtasks.modeling.sam_hq import HqSpec
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +75,41 @@ _EVIT_XL = dict(
     encoder_size=1024,
 )
 
+_HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"  # the sam-hq README's checkpoint host
+
+_MOBILE_SAM = MobileSamSpec(
+    embed_dims=(64, 128, 160, 320),
+    depths=(2, 2, 6, 2),
+    num_heads=(2, 4, 5, 10),
+    window_sizes=(7, 7, 14, 7),
+    # MD5 as registered for copies of this file by IOPaint and Tracking-Anything-with-DEVA.
+    checkpoint=CheckpointInfo(
+        "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
+        "f3c0d8cda613564d499310dab6c812cd",
+    ),
+)
+# Tests only: random weights, 128 px input, an 8x8 grid whose windows need padding. (The parity tests
+# run it at the sizes the official TinyViT hard-codes: 1024 px, a 320-wide last stage, a 256-wide neck.)
+_TEST_MOBILE_SAM = MobileSamSpec(
+    embed_dims=(8, 16, 24, 40),
+    depths=(1, 1, 2, 1),
+    num_heads=(1, 2, 3, 5),
+    window_sizes=(7, 3, 5, 3),
+    mlp_ratio=1.0,
+    mbconv_expand_ratio=2.0,
+    image_size=128,
+    prompt_embed_dim=32,
+    decoder_num_heads=2,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+    mask_in_chans=8,
+)
+
 
 # Every family's spec: a frozen dataclass with `family`, `license`, `description`, `frame`,
 # `checkpoint`, `ignored_keys` (prefixes of official keys the image path does not use, dropped before
 # the strict load) and `build()`.
-Spec = SamSpec | Sam2Spec | EfficientViTSamSpec
+Spec = SamSpec | MobileSamSpec | HqSpec | EfficientViTSamSpec | Sam2Spec
 
 MODEL_SPECS: dict[str, Spec] = {
     "vit_b": SamSpec(
@@ -115,6 +147,45 @@ MODEL_SPECS: dict[str, Spec] = {
         iou_head_hidden_dim=32,
         mask_in_chans=8,
     ),
+    "mobile_sam": _MOBILE_SAM,
+    "hq_vit_b": HqSpec(
+        sam=SamSpec(
+            encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=(2, 5, 8, 11)
+        ),
+        checkpoint=CheckpointInfo(_HQ_URL + "sam_hq_vit_b.pth", "c6b8953247bcfdc8bb8ef91e36a6cacc"),
+    ),
+    "hq_vit_l": HqSpec(
+        sam=SamSpec(
+            encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=(5, 11, 17, 23)
+        ),
+        checkpoint=CheckpointInfo(_HQ_URL + "sam_hq_vit_l.pth", "08947267966e4264fb39523eccc33f86"),
+    ),
+    "hq_vit_h": HqSpec(
+        sam=SamSpec(
+            encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=(7, 15, 23, 31)
+        ),
+        checkpoint=CheckpointInfo(_HQ_URL + "sam_hq_vit_h.pth", "3560f6b6a5a6edacd814a1325c39640a"),
+    ),
+    # Light HQ-SAM: MobileSAM's network with the HQ decoder (no digest of this file is published).
+    "hq_vit_tiny": HqSpec(sam=_MOBILE_SAM, checkpoint=CheckpointInfo(_HQ_URL + "sam_hq_vit_tiny.pth", None)),
+    # Tests only: random weights, 128 px input.
+    "test_mobile_sam": _TEST_MOBILE_SAM,
+    "test_hq": HqSpec(
+        sam=SamSpec(
+            encoder_embed_dim=32,
+            encoder_depth=3,
+            encoder_num_heads=2,
+            encoder_global_attn_indexes=(1,),
+            image_size=128,
+            window_size=3,
+            prompt_embed_dim=32,
+            decoder_num_heads=2,
+            decoder_mlp_dim=64,
+            iou_head_hidden_dim=32,
+            mask_in_chans=8,
+        )
+    ),
+    "test_hq_tiny": HqSpec(sam=_TEST_MOBILE_SAM),
     **{f"sam2.1_hiera_{size}": _sam2_spec(size, "2.1") for size in _HIERA},
     **{f"sam2_hiera_{size}": _sam2_spec(size, "2.0") for size in _HIERA},
     # Tests only: random weights, 128 px input; windows that need padding, with and without query
@@ -255,7 +326,8 @@ def build_sam(
     """Builds SAM-family model `name` in eval mode on the CPU.
 
     Args:
-        name: a key of `MODEL_SPECS` (`vit_b`, `sam2.1_hiera_large`, `efficientvit_sam_l0`, ...; `samtasks models`).
+        name: a key of `MODEL_SPECS` (`vit_b`, `mobile_sam`, `hq_vit_b`, `efficientvit_sam_l0`,
+            `sam2.1_hiera_large`, ...; `samtasks models` lists them, `tiny`/`test_*` are for tests).
         checkpoint: a local `.pth` path or an http(s) URL. None: the spec's official checkpoint,
             downloaded into `$SAMTASKS_HOME` on first use.
         pretrained: with `checkpoint=None`, False gives random weights (specs without an official

@@ -57,7 +57,8 @@ def build_official(spec: SamSpec):
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Fills every parameter and buffer with seeded noise at a fan-in scale, so that no zero-initialized
     part (relative positions, position embedding) hides a difference and masks are neither all-on nor
-    all-off.
+    all-off. Re-applies the model's train/eval mode last, for modules that cache tensors derived from
+    their weights on a mode switch (the official TinyViT's attention biases).
 
     SAM 2's projections of the stride-4 and stride-8 features into the decoder (`conv_s0`,
     `conv_s1`) get a tenth of that scale: at full scale the per-channel offsets of those features
@@ -66,19 +67,20 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             noise = torch.randn(tensor.shape, generator=gen)
-            if "gaussian_matrix" in name:
+            if "gaussian_matrix" in name or "attention_biases" in name:
                 tensor.copy_(noise)
             elif tensor.ndim >= 2:
-                transposed = "output_upscaling" in name  # ConvTranspose2d weights are [in, out, k, k]
+                # ConvTranspose2d weights are [in, out, k, k]
+                transposed = any(k in name for k in ("output_upscaling", "compress_vit_feat", "embedding_encoder"))
                 fan_in = tensor.shape[0] * tensor[0, 0].numel() if transposed else tensor[0].numel()
                 tensor.copy_(noise / fan_in**0.5)
             elif name.endswith("bias"):
                 tensor.copy_(0.1 * noise)
-            else:  # norm weights
+            else:  # norm weights, batch-norm statistics
                 tensor.copy_(1.0 + 0.1 * noise)
             if ".conv_s" in name:
                 tensor.mul_(0.1)
-    return model
+    return model.train(model.training)
 
 
 @pytest.fixture(scope="session")

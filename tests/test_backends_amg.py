@@ -31,6 +31,12 @@ def _compare(official_generator, name: str, checkpoint, settings: dict, image: n
     assert min(_match(ours.masks(), np.stack(ref))) >= 0.99
 
 
+def _saved(model: torch.nn.Module, path, wrap: str | None = None):
+    state = model.state_dict()
+    torch.save({wrap: state} if wrap else state, path)
+    return path
+
+
 @pytest.mark.parametrize("extra", [{}, CROPS], ids=["full image", "crops"])
 def test_sam2_matches_official_generator(tmp_path, extra):
     pytest.importorskip("sam2")
@@ -39,10 +45,47 @@ def test_sam2_matches_official_generator(tmp_path, extra):
     from .official_sam2 import build_official_sam2
 
     model = randomize(build_official_sam2(MODEL_SPECS["test_sam2"]), seed=0)
-    path = tmp_path / "sam2.pt"
-    torch.save({"model": model.state_dict()}, path)
+    path = _saved(model, tmp_path / "sam2.pt", wrap="model")
     settings = {**LOWERED, **extra}
     generator = SAM2AutomaticMaskGenerator(model, output_mode="binary_mask", **settings)
     side = model.image_size // 4  # the official predictor assumes 1024 px
     generator.predictor._bb_feat_sizes = [(side, side), (side // 2, side // 2), (side // 4, side // 4)]
     _compare(generator, "test_sam2", path, settings, random_image(np.random.default_rng(3), 96, 128))
+
+
+def test_mobile_sam_matches_official_generator(tmp_path):
+    mobile_sam = pytest.importorskip("mobile_sam")
+    from .official_hq import build_official_mobile_sam, official_sizes
+
+    spec = official_sizes(MODEL_SPECS["test_mobile_sam"])  # the official TinyViT's fixed sizes
+    model = randomize(build_official_mobile_sam(spec), seed=0)
+    generator = mobile_sam.SamAutomaticMaskGenerator(model, output_mode="binary_mask", **LOWERED)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODEL_SPECS, "test_mobile_sam", spec)
+        image = random_image(np.random.default_rng(3), 96, 128)
+        _compare(generator, "test_mobile_sam", _saved(model, tmp_path / "m.pt"), LOWERED, image)
+
+
+@pytest.mark.parametrize("extra", [{}, CROPS], ids=["full image", "crops"])
+def test_hq_matches_official_generator(tmp_path, extra):
+    """SAM-HQ gives one fused mask per point with multimask output, in both generators."""
+    sam_hq = pytest.importorskip("segment_anything_hq")
+    from .official_hq import build_official_hq
+
+    model = randomize(build_official_hq(MODEL_SPECS["test_hq"]), seed=0)
+    settings = {**LOWERED, **extra}
+    generator = sam_hq.SamAutomaticMaskGenerator(model, output_mode="binary_mask", **settings)
+    image = random_image(np.random.default_rng(3), 96, 128)
+    _compare(generator, "test_hq", _saved(model, tmp_path / "hq.pth"), settings, image)
+
+
+def test_efficientvit_sam_matches_official_generator(tmp_path):
+    pytest.importorskip("efficientsam")
+    from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
+
+    from .official_efficientvit import build_official
+
+    model = randomize(build_official(MODEL_SPECS["test_efficientvit_sam"]), seed=0)
+    generator = EfficientViTSamAutomaticMaskGenerator(model, output_mode="binary_mask", **LOWERED)
+    path = _saved(model, tmp_path / "evit.pt", wrap="state_dict")
+    _compare(generator, "test_efficientvit_sam", path, LOWERED, random_image(np.random.default_rng(3), 96, 128))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP
-from samtasks.modeling.image_encoder import _from_windows, _to_windows
+from samtasks.modeling.image_encoder import from_windows, to_windows
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -83,13 +83,13 @@ class MultiScaleBlock(nn.Module):
             if normed.shape[1] % s or normed.shape[2] % s:
                 # qkv runs on the real tokens only; the window padding (the projection of the
                 # official model's zero padding, i.e. the qkv bias) is added after it.
-                windows, (hp, wp) = _to_windows(self.attn.qkv(normed), s, fill=self.attn.qkv.bias)
+                windows, (hp, wp) = to_windows(self.attn.qkv(normed), s, fill=self.attn.qkv.bias)
             else:  # cutting the narrower input into windows moves a third of the data
-                windows, (hp, wp) = _to_windows(normed, s)
+                windows, (hp, wp) = to_windows(normed, s)
                 windows = self.attn.qkv(windows)
             y = self.attn.attend(windows)  # [B * nW, s', s', C]
             step = 2 if self.pool else 1
-            y = _from_windows(y, s // step, (hp // step, wp // step), shortcut.shape[1:3])
+            y = from_windows(y, s // step, (hp // step, wp // step), shortcut.shape[1:3])
         x = shortcut + self.attn.proj(y)
         return x + self.mlp(self.norm2(x))
 

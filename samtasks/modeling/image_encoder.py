@@ -81,7 +81,7 @@ class Attention(nn.Module):
         return out.transpose(1, 2).reshape(b, h, w, n * d)
 
 
-def _to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pads `[B, H, W, C]` to multiples of `size` and cuts it into `[B * nW, size, size, C]`.
 
     The official model pads the normed tokens with zeros before the qkv projection, and the padded
@@ -98,8 +98,8 @@ def _to_windows(x: torch.Tensor, size: int, fill: torch.Tensor | None = None) ->
     return x.reshape(-1, size, size, c), (hp, wp)
 
 
-def _from_windows(x: torch.Tensor, size: int, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of `_to_windows`: `[B * nW, size, size, C]` -> `[B, H, W, C]` without padding."""
+def from_windows(x: torch.Tensor, size: int, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `to_windows`: `[B * nW, size, size, C]` -> `[B, H, W, C]` without padding."""
     hp, wp = padded
     c = x.shape[-1]
     x = x.reshape(-1, hp // size, wp // size, size, size, c).transpose(2, 3)  # [B, nh, s, nw, s, C]
@@ -133,8 +133,8 @@ class Block(nn.Module):
         qkv = self.attn.qkv(self.norm1(x))  # [B, H, W, 3C]
         if self.window_size > 0:
             hw = (x.shape[1], x.shape[2])
-            windows, padded = _to_windows(qkv, self.window_size, fill=self.attn.qkv.bias)
-            y = _from_windows(self.attn.attend(windows), self.window_size, padded, hw)
+            windows, padded = to_windows(qkv, self.window_size, fill=self.attn.qkv.bias)
+            y = from_windows(self.attn.attend(windows), self.window_size, padded, hw)
         else:
             y = self.attn.attend(qkv)
         x = x + self.attn.proj(y)
@@ -172,6 +172,7 @@ class ImageEncoderViT(nn.Module):
     ) -> None:
         super().__init__()
         self.img_size = img_size
+        self.early_dim = embed_dim  # channels of `early_embeddings`
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
@@ -194,7 +195,16 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)["image_embeddings"]
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`[B, 3, S, S]` -> `image_embeddings` `[B, out_chans, S/p, S/p]` and `early_embeddings`
+        `[B, S/p, S/p, embed_dim]`, the tokens after the first global-attention block (SAM-HQ's
+        early ViT feature)."""
         x = self.patch_embed(x) + self.pos_embed
+        early = None
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+            if early is None and block.window_size == 0:
+                early = x
+        return {"image_embeddings": self.neck(x.permute(0, 3, 1, 2)), "early_embeddings": early}

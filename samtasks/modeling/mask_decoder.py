@@ -64,20 +64,38 @@ class MaskDecoder(nn.Module):
             Mask logits `[P, M, 4h, 4w]` and predicted IoU `[P, M]`, M = 3 or 1.
         """
         p = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])  # [5, C]
-        tokens = torch.cat([output_tokens.expand(p, -1, -1), sparse_prompt_embeddings], dim=1)
-        if dense_prompt_embeddings.stride(0) == 0:
-            # Same dense embedding for every prompt: keep the image side at batch 1.
-            src = image_embeddings + dense_prompt_embeddings[:1]
-        else:
-            src = image_embeddings + dense_prompt_embeddings
-        hs, src = self.transformer(src, image_pe, tokens)  # [P, T, C], [P, hw, C]
+        hs, src = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
         chosen = range(1, self.num_mask_tokens) if multimask_output else range(0, 1)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in chosen], dim=1)
         iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
         keep = None if min_iou is None else (iou_pred > min_iou).any(1)
         masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], keep=keep)
         return masks, iou_pred
+
+    def output_tokens(self) -> torch.Tensor:
+        """`[K, C]` learned output tokens that precede the prompt tokens: IoU, then the 4 mask tokens."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+
+    def run_transformer(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer on `output_tokens()` and the prompt tokens (shapes as in `forward`).
+
+        Returns:
+            Tokens `[P, K + T, C]` (output tokens first) and image tokens `[P, hw, C]`.
+        """
+        p = sparse_prompt_embeddings.shape[0]
+        tokens = torch.cat([self.output_tokens().expand(p, -1, -1), sparse_prompt_embeddings], dim=1)
+        if dense_prompt_embeddings.stride(0) == 0:
+            # Same dense embedding for every prompt: keep the image side at batch 1.
+            src = image_embeddings + dense_prompt_embeddings[:1]
+        else:
+            src = image_embeddings + dense_prompt_embeddings
+        return self.transformer(src, image_pe, tokens)
 
     def _upscale_and_project(
         self,
