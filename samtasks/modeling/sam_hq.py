@@ -63,9 +63,15 @@ class SamHQ(Sam):
         }
 
     def decode(
-        self, features: dict[str, torch.Tensor], sparse: torch.Tensor, dense: torch.Tensor, multimask: bool
+        self,
+        features: dict[str, torch.Tensor],
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask: bool,
+        min_iou: float | None = None,
     ) -> DecoderOutput:
-        """Decodes P prompts against one image's features (batch 1): one mask `[P, 1, S, S]` each."""
+        """Decodes P prompts against one image's features (batch 1): one mask `[P, 1, S, S]` each.
+        `min_iou` is accepted for the interface; every prompt's mask is computed."""
         low_res, iou = self.mask_decoder(
             features["image_embeddings"],
             self.prompt_encoder.get_dense_pe(),
