@@ -2,7 +2,10 @@
 
 Prompt tokens (queries, `[P, T, C]`) and image tokens (keys, `[B, HW, C]`) attend to each other.
 While the image tokens are the same for every prompt (no mask input), they are carried with batch 1
-and broadcast, so the image-side projections of the first layer run once instead of P times.
+and broadcast, so the image-side projections of the first layer run once instead of P times. Once
+they differ per prompt, the attentions between a prompt's few tokens and its many image tokens fold
+the image-side projections into the tokens' (`Attention.tokens_to_image`, `image_to_tokens`): no
+`[P, HW, C/r]` projection is ever computed, and no per-head permute of an image-sized tensor.
 """
 
 from __future__ import annotations
