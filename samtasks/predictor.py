@@ -269,6 +269,8 @@ class SamPredictor:
                 raise ValueError(
                     f"mask_input must be [P, 1, {size[0]}, {size[1]}], got shape {tuple(mask_input.shape)}"
                 )
+            if not torch.isfinite(mask_input).all():
+                raise ValueError("mask_input contains NaN or infinite values")
             counts["mask_input"] = mask_input.shape[0]
         if not counts:
             raise ValueError("no prompt given: pass points, boxes and/or mask_input")

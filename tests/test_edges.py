@@ -154,8 +154,8 @@ def test_edges_command(tmp_path, tiny_checkpoint, capsys, caplog):
     assert main([*args, "--set", "points_per_side=4", "--out", str(out)]) == 1  # the broken file
     assert "broken.jpg" in caplog.text
     maps = sorted(p.name for p in out.glob("*.png"))
-    assert maps == ["im0.png", "im1.png"]
-    assert load_prediction(out / "im0.png").shape == (40, 56)
+    assert maps == ["im0.png.png", "im1.png.png"]
+    assert load_prediction(out / "im0.png.png").shape == (40, 56)
     assert main([*args, "--set", "colour=red", "--out", str(out)]) == 2
     assert "unknown knob(s) colour" in capsys.readouterr().err
 
@@ -174,6 +174,24 @@ def test_eval_edges_command(tmp_path, capsys):
     assert main(bad) == 1
     assert "no prediction for 3063" in capsys.readouterr().err
     assert main([*args, "--max-dist", "3", "--out", str(out)]) == 2
+    assert main([*args, "--limit", "-1", "--out", str(out)]) == 2
+
+
+def test_eval_edges_limit_naming_and_bad_maps(tmp_path, capsys):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    shutil.copy(GOLDEN / "png" / "3063.png", maps / "3063.jpg.png")  # as `samtasks edges` names it
+    args = ["eval-edges", "--pred", str(maps), "--gt", str(GOLDEN / "groundTruth"), "--thresholds", "5", "-q"]
+    args += ["--workers", "1", "--out", str(tmp_path / "eval")]
+    assert main([*args, "--limit", "1"]) == 0  # the first id that has a map, not the first id
+    assert "(1 images;" in capsys.readouterr().out
+    assert [line.split()[-1] for line in (tmp_path / "eval" / "images.txt").read_text().splitlines()] == ["3063"]
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(maps / "3063.jpg.png")
+    assert main([*args, "--limit", "1"]) == 1
+    assert f"{maps / '3063.jpg.png'} against" in capsys.readouterr().err
+    np.save(maps / "3063.npy", np.full((10, 12), np.nan))
+    assert main([*args, "--limit", "1"]) == 1
+    assert f"prediction {maps / '3063.npy'} must be a finite" in capsys.readouterr().err
 
 
 def test_bench_bsds_edges_runs_and_resumes(tmp_path, tiny_checkpoint):
@@ -204,3 +222,5 @@ def test_bench_bsds_edges_runs_and_resumes(tmp_path, tiny_checkpoint):
     assert result["images"] == 2 and 0 <= result["metrics"]["ODS"] <= 1
     assert (out / "maps" / "3063.png").is_file() and (out / "eval" / "eval_bdry_thr.txt").is_file()
     assert len(np.loadtxt(out / "eval" / "eval_bdry_img.txt").reshape(-1, 5)) == 2
+    assert main(args) == 1  # the sample lacks the other three images: reported, and the exit status says so
+    assert len(json.loads((out / "results.json").read_text())["failed"]) == 3

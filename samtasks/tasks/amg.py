@@ -20,6 +20,7 @@ from torchvision.ops import batched_nms
 from samtasks.predictor import SamPredictor
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
+from samtasks.utils.settings import check_field_types, check_range
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,16 @@ class AmgSettings:
     max_area_fraction: float | None = None  # drop masks covering >= this fraction of the image (paper: 0.95)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be >= 1")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "crop_overlap_ratio", "box_nms_thresh"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_range("crop_nms_thresh", self.crop_nms_thresh, 0.0, 1.0)
+        check_range("max_area_fraction", self.max_area_fraction, 0.0, 1.0, open_low=True)
+        for name in ("stability_score_offset", "crop_n_layers", "crop_edge_tolerance", "min_mask_region_area"):
+            check_range(name, getattr(self, name), 0, math.inf)
+        check_range("crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1, math.inf)
         if self.cleanup_rule not in ("paper", "official"):
             raise ValueError(f"cleanup_rule must be 'paper' or 'official', got {self.cleanup_rule!r}")
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from samtasks.predictor import SamPredictor
 from samtasks.structures import EdgeMap
 from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
+from samtasks.utils.settings import check_field_types
 
 REDUCTIONS = ("max", "mean")
 SUPPRESSIONS = ("nms", "thin", "none")
@@ -40,6 +41,7 @@ class EdgeSettings:
     mask_chunk: int = 32  # masks upsampled and filtered at once (memory: chunk x H x W floats)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.amg_settings()  # an unknown preset or AMG knob is an error here
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
@@ -47,6 +49,8 @@ class EdgeSettings:
             raise ValueError(f"suppression must be one of {', '.join(SUPPRESSIONS)}, got {self.suppression!r}")
         if self.edge_nms_radius < 1 or self.edge_nms_border < 0 or self.mask_chunk < 1:
             raise ValueError("edge_nms_radius and mask_chunk must be >= 1, edge_nms_border >= 0")
+        if self.smooth_radius < 0 or self.edge_nms_multiplier <= 0:
+            raise ValueError("smooth_radius must be >= 0 and edge_nms_multiplier > 0")
 
     def amg_settings(self) -> AmgSettings:
         return preset_settings(self.amg_preset, self.amg)

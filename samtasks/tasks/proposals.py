@@ -10,6 +10,7 @@ import numpy as np
 
 from samtasks.predictor import SamPredictor
 from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator, GeneratedMasks, preset_settings
+from samtasks.utils.settings import check_field_types
 
 RANKINGS = ("quality", "random")
 
@@ -25,6 +26,7 @@ class ProposalSettings:
     seed: int = 0  # the random ranking's seed (the same permutation stream for every image)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.amg_settings()  # an unknown preset or AMG knob is an error here
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
