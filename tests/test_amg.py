@@ -157,3 +157,20 @@ def test_max_area_filter(tiny_checkpoint):
     assert (fractions >= 0.5).any() and (fractions < 0.5).any()
     assert len(filtered) == int((fractions < 0.5).sum())
     assert all(decode_rle(r).mean() < 0.5 for r in filtered.rles)
+
+
+def test_small_pixel_chunks_give_the_same_masks(tiny_checkpoint, monkeypatch):
+    """Large photos are processed a few masks (and padded crops) at a time; the masks are the same."""
+    import samtasks.tasks.amg as amg
+
+    image = random_image(np.random.default_rng(3), 96, 128)
+    predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device="cpu")
+    settings = {**LOWERED, "crop_n_layers": 1, "min_mask_region_area": 30}
+    generator = AutomaticMaskGenerator.from_preset(predictor, "official", **settings)
+    whole = generator.generate(image)
+    monkeypatch.setattr(amg, "CHUNK_PIXELS", 96 * 128 // 3)  # fewer pixels than one image-size mask
+    chunked = generator.generate(image)
+    assert len(whole) > 3
+    assert chunked.rles == whole.rles
+    np.testing.assert_array_equal(chunked.boxes, whole.boxes)
+    np.testing.assert_array_equal(chunked.stability_score, whole.stability_score)

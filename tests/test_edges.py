@@ -107,6 +107,23 @@ def test_detector_contract(predictor, settings):
     assert result.num_masks >= 1 and result.edges.max() > 0
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        E.EdgeSettings(amg={"points_per_side": 4, "box_nms_thresh": 1.0}),
+        E.EdgeSettings(smooth_radius=3, edge_nms_border=8, amg={"points_per_side": 4, "box_nms_thresh": 1.0}),
+    ],
+)
+def test_bands_of_rows_give_the_same_map(predictor, settings, monkeypatch):
+    """Large photos are filtered one mask and a band of rows at a time (the NMS too); same map."""
+    image = random_image(np.random.default_rng(2), 300, 70)
+    whole = E.EdgeDetector(predictor, settings).detect(image)
+    monkeypatch.setattr(E, "CHUNK_PIXELS", 70 * 40)  # bands of 40 rows, NMS bands of 4 x its halo
+    banded = E.EdgeDetector(predictor, settings).detect(image)
+    assert whole.num_masks > 1 and whole.edges.max() > 0
+    np.testing.assert_array_equal(banded.edges, whole.edges)
+
+
 def test_edges_lie_on_the_kept_masks_outer_rings(predictor):
     image = random_image(np.random.default_rng(3), 50, 70)
     settings = E.EdgeSettings(suppression="none", amg={"points_per_side": 4, "box_nms_thresh": 1.0})

@@ -79,7 +79,7 @@ class ProposalsJob:
             self.generator = ProposalGenerator(predictor, self.task)
 
     def process(self, image: FolderImage, out: Path) -> dict:
-        from samtasks.utils.masks import decode_rle
+        from samtasks.utils.masks import RleMasks
 
         pixels = load_image(image.path)
         result = self.generator.generate(pixels)
@@ -92,12 +92,8 @@ class ProposalsJob:
         sa1b = {"image": {"file_name": image.id, "height": h, "width": w}, "preset": self.preset}
         sa1b["annotations"] = records
         shown = np.argsort([-r["area"] for r in records[: self.overlay_max]], kind="stable")
-        stack = (
-            np.stack([decode_rle(records[i]["segmentation"]) for i in shown])
-            if len(shown)
-            else np.zeros((0, h, w), bool)
-        )
-        save_image(draw_overlay(pixels, stack.astype(bool)), output_path(out, image.id, "_overlay.png"))
+        masks = RleMasks([records[i]["segmentation"] for i in shown])  # decoded one at a time
+        save_image(draw_overlay(pixels, masks), output_path(out, image.id, "_overlay.png"))
         write_text(output_path(out, image.id, ".json"), json.dumps(sa1b))
         return {"masks": len(records)}
 
