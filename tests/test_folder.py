@@ -89,7 +89,16 @@ def test_resume_settings_and_overwrite(tmp_path):
     redo = CountingJob(scale=2)
     run_folder(redo, folder, out, overwrite=True, progress=False)
     assert redo.processed == ["a.png", "b.png"]
-    assert json.loads((out / "settings.json").read_text())["settings"]["scale"] == 2
+    assert json.loads((out / "records" / "count" / "settings.json").read_text())["scale"] == 2
+
+
+def test_commands_sharing_a_folder_keep_their_own_records(tmp_path):
+    folder = _images(tmp_path / "in", ["a.png"])
+    run_folder(CountingJob(), folder, tmp_path / "out", progress=False)
+    other = CountingJob(scale=3)
+    other.name = "other"
+    run_folder(other, folder, tmp_path / "out", progress=False)
+    assert other.processed == ["a.png"]
 
 
 def test_a_failed_start_records_no_settings(tmp_path):
@@ -100,7 +109,7 @@ def test_a_failed_start_records_no_settings(tmp_path):
     folder = _images(tmp_path / "in", ["a.png"])
     with pytest.raises(ValueError, match="no such model"):
         run_folder(Broken(scale=5), folder, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out" / "settings.json").exists()
+    assert not (tmp_path / "out" / "records" / "count" / "settings.json").exists()
     run_folder(CountingJob(), folder, tmp_path / "out", progress=False)  # other settings are fine
 
 

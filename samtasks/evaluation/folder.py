@@ -1,10 +1,11 @@
 """The folder runner: one per-image job (proposals, edges, instance masks, text queries) over the
 images of a file, folder or glob, into an output folder that a rerun resumes.
 
-Output folder layout (beside the job's own files):
-    settings.json          the settings that change results; a rerun with other ones is refused
-    records/rank<R>.jsonl  one JSON line per finished or failed image (see `ResultsStore`)
-    .lock, .lock.rank<R>   held by the running process (rank R under torchrun)
+Output folder layout (beside the job's own files; each command keeps its own records, so that
+several commands may share one folder):
+    records/<command>/settings.json    the settings that change results; a rerun with others is refused
+    records/<command>/rank<R>.jsonl    one JSON line per finished or failed image (see `ResultsStore`)
+    .lock, .lock.rank<R>               held by the running process (rank R under torchrun)
 
 Each image is known by its id: its path relative to the input root, extension included
 (`x.jpg`, `sub/x.png`), so two files never share an id and an output name (`<id>.json`). Under
@@ -136,7 +137,7 @@ def run_folder(
 def _run_locked(
     job: FolderJob, images: list[FolderImage], out: Path, device: str | None, progress: bool, dist: DistInfo
 ) -> FolderReport:
-    store = ResultsStore(out / "records", dist.rank)
+    store = ResultsStore(out / "records" / job.name, dist.rank)
     done = {k for k, r in store.latest().items() if "error" not in r}
     mine = [im for i, im in enumerate(images) if i % dist.world_size == dist.rank and im.id not in done]
     if len(done):
@@ -146,7 +147,7 @@ def _run_locked(
         if mine:
             job.setup(device_for(dist, device))
             if dist.rank == 0:
-                write_text(out / "settings.json", json.dumps({"command": job.name, "settings": job.settings}, indent=2))
+                write_text(store.folder / "settings.json", json.dumps(job.settings, indent=2))
         for image in progress_bar(mine, progress and dist.rank == 0, job.name):
             t0 = time.perf_counter()
             try:
@@ -175,10 +176,9 @@ def _run_locked(
 
 def _check_settings(out: Path, job: FolderJob, overwrite: bool) -> None:
     """Refuses `out` if it holds results of other settings (`overwrite`: clears them instead)."""
-    path = out / "settings.json"
+    path = out / "records" / job.name / "settings.json"
     if overwrite:
-        shutil.rmtree(out / "records", ignore_errors=True)
-        path.unlink(missing_ok=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
         return
     if not path.is_file():
         return
@@ -186,13 +186,12 @@ def _check_settings(out: Path, job: FolderJob, overwrite: bool) -> None:
         recorded = json.loads(path.read_text())
     except ValueError as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); delete it or use --overwrite") from err
-    old = {"command": recorded.get("command"), **recorded.get("settings", {})}
-    new = {"command": job.name, **json.loads(json.dumps(job.settings))}
-    keys = changed_keys(old, new)
+    new = json.loads(json.dumps(job.settings))  # as JSON holds them (tuples as lists)
+    keys = changed_keys(recorded, new)
     if keys:
         raise ConfigError(
-            f"{out} holds results made with other settings: {describe_changes(old, new, keys)}; rerun with the "
-            "recorded settings to resume, use --overwrite to redo everything, or choose another --out"
+            f"{out} holds {job.name} results made with other settings: {describe_changes(recorded, new, keys)}; "
+            "rerun with the recorded settings to resume, use --overwrite to redo everything, or choose another --out"
         )
 
 
