@@ -22,9 +22,14 @@ $(OPENCV)/.installed:
 	$(OPENCV)/bin/python -m pip install --quiet numpy opencv-contrib-python-headless==5.0.0.93
 	touch $@
 
+# Local weights instead of downloads: make demo YOLO=path/to/yolov8n.pt SAM=path/to/sam_vit_b_01ec64.pth
+YOLO ?=
+SAM ?=
+
 demo: setup
 	$(PY) -c "import shutil; from ultralytics.utils import ASSETS; shutil.copy(ASSETS / 'bus.jpg', '$(BUS)')"
-	$(VENV)/bin/samtasks instance $(BUS) --detector yolov8 --sam vit_b --format coco,png,yolo --out out/demo
+	$(VENV)/bin/samtasks instance $(BUS) --detector yolov8 --sam vit_b --format coco,png,yolo --out out/demo \
+		$(if $(YOLO),--detector-weights $(YOLO)) $(if $(SAM),--sam-checkpoint $(SAM))
 
 lint: setup
 	$(VENV)/bin/ruff check samtasks tests benchmarks

@@ -270,6 +270,8 @@ class SamPredictor:
                 raise ValueError(
                     f"mask_input must be [P, 1, {size[0]}, {size[1]}], got shape {tuple(mask_input.shape)}"
                 )
+            if not torch.isfinite(mask_input).all():
+                raise ValueError("mask_input contains NaN or infinite values")
             counts["mask_input"] = mask_input.shape[0]
         if not counts:
             raise ValueError("no prompt given: pass points, boxes and/or mask_input")
@@ -346,8 +348,15 @@ class SamPredictor:
         h, w = state.original_size
         flat = low_res_logits.flatten(0, 1)  # [P * C, S, S]
         step = max(1, _UPSAMPLE_PIXELS // (h * w))
-        parts = []
+        if flat.shape[0] == 0:
+            return flat.new_empty(
+                (*low_res_logits.shape[:2], h, w), dtype=torch.bool if threshold is not None else None
+            )
+        out = None  # filled chunk by chunk: no second copy of the result
         for i in range(0, flat.shape[0], step):
             part = self.frame.upsample(flat[i : i + step], (h, w))
-            parts.append(part if threshold is None else part > threshold)
-        return torch.cat(parts).reshape(*low_res_logits.shape[:2], h, w)
+            part = part if threshold is None else part > threshold
+            if out is None:
+                out = part.new_empty((flat.shape[0], h, w))
+            out[i : i + step] = part
+        return out.reshape(*low_res_logits.shape[:2], h, w)

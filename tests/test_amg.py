@@ -170,7 +170,7 @@ def test_batch_nms_stages_the_suppression(tiny_checkpoint, monkeypatch):
     cells = {(16, 16): (0, 10, 1, 11), (48, 16): (0, 10, 2, 12), (16, 48): (0, 10, 0, 10), (48, 48): (20, 30, 20, 30)}
     scores = {(16, 16): 0.8, (48, 16): 0.7, (16, 48): 0.9, (48, 48): 0.6}
 
-    def predict_torch(points, labels, *, multimask, return_masks, min_iou, raw_logits):
+    def predict_torch(points, labels, *, multimask, return_masks, **kwargs):
         logits = torch.full((len(points), 1, 32, 32), -10.0)
         iou = torch.zeros(len(points), 1)
         for i, (x, y) in enumerate(points[:, 0].round().int().tolist()):
@@ -193,3 +193,20 @@ def test_batch_nms_stages_the_suppression(tiny_checkpoint, monkeypatch):
     np.testing.assert_array_equal(once.masks()[1], c_mask)
     with_logits = AutomaticMaskGenerator(predictor, keep_logits=True, **base).generate(image)
     assert (with_logits.low_res_logits[1] > 0).sum() == 100 and with_logits.low_res_logits[1][5, 6] > 0
+
+
+def test_small_pixel_chunks_give_the_same_masks(tiny_checkpoint, monkeypatch):
+    """Large photos are processed a few masks (and padded crops) at a time; the masks are the same."""
+    import samtasks.tasks.amg as amg
+
+    image = random_image(np.random.default_rng(3), 96, 128)
+    predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device="cpu")
+    settings = {**LOWERED, "crop_n_layers": 1, "min_mask_region_area": 30}
+    generator = AutomaticMaskGenerator.from_preset(predictor, "official", **settings)
+    whole = generator.generate(image)
+    monkeypatch.setattr(amg, "CHUNK_PIXELS", 96 * 128 // 3)  # fewer pixels than one image-size mask
+    chunked = generator.generate(image)
+    assert len(whole) > 3
+    assert chunked.rles == whole.rles
+    np.testing.assert_array_equal(chunked.boxes, whole.boxes)
+    np.testing.assert_array_equal(chunked.stability_score, whole.stability_score)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ import torch
 
 from samtasks import CheckpointError, build_sam
 from samtasks.build import MODEL_SPECS
-from samtasks.checkpoints import CheckpointInfo, download
+from samtasks.checkpoints import STALE_PART_SECONDS, CheckpointInfo, download
+from samtasks.utils.files import default_mode
 
 from .conftest import build_official
 
@@ -49,6 +52,28 @@ def test_truncated_file(tmp_path, tiny_checkpoint):
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*cut\.pth"):
         build_sam("tiny", bad)
+
+
+def test_text_file_and_folder_as_checkpoint(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("e" * 200)
+    with pytest.raises(CheckpointError, match=r"notes\.pth: not a PyTorch \.pth file"):
+        build_sam("tiny", text)
+    with pytest.raises(CheckpointError, match="is a folder; pass the .pth file itself"):
+        build_sam("tiny", tmp_path)
+
+
+def test_stale_partial_downloads_are_removed(server, tmp_path):
+    url, root, _ = server
+    (root / "w.pth").write_bytes(b"x" * 1000)
+    dest = tmp_path / "cache" / "w.pth"
+    dest.parent.mkdir()
+    stale, fresh = dest.parent / "w.pth.abc.part", dest.parent / "w.pth.def.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 2 * STALE_PART_SECONDS,) * 2)
+    download(f"{url}/w.pth", dest, progress=False)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["w.pth", "w.pth.def.part"]  # a running one is kept
 
 
 def test_foreign_file(tmp_path):
@@ -115,9 +140,20 @@ def test_download_registry_checkpoint(server, tiny_checkpoint, tmp_path, monkeyp
     assert (home / "sam_tiny_test.pth").is_file()
     reference = torch.load(tiny_checkpoint, weights_only=True)
     assert torch.equal(model.state_dict()["mask_decoder.iou_token.weight"], reference["mask_decoder.iou_token.weight"])
-    assert sorted(p.name for p in home.iterdir()) == ["sam_tiny_test.pth"]  # no temporary file left
+    assert sorted(p.name for p in home.iterdir()) == [".verified", "sam_tiny_test.pth"]  # no temporary file
+    assert (home / "sam_tiny_test.pth").stat().st_mode & 0o777 == default_mode()
     (root / "sam_tiny_test.pth").unlink()
     build_sam("tiny", progress=False)  # cached: no second download
+    # A cached file is checked against the digest once, then by its size and time only.
+    hashed = []
+    new = hashlib.new
+    monkeypatch.setattr("hashlib.new", lambda *a: hashed.append(1) or new(*a))
+    build_sam("tiny", progress=False)
+    assert hashed == []
+    (home / "sam_tiny_test.pth").write_bytes(tiny_checkpoint.read_bytes()[:-1] + b"x")  # same size, new content
+    message = rf"cached checkpoint .*sam_tiny_test.pth has {digest.upper()} .* delete it"
+    with pytest.raises(CheckpointError, match=message):
+        build_sam("tiny", progress=False)
 
 
 @pytest.mark.parametrize(("digest", "label"), [(dict(md5="0" * 32), "MD5"), (dict(sha256="0" * 64), "SHA256")])

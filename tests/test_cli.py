@@ -91,7 +91,7 @@ def test_import_is_light():
     assert result.stdout.strip() == "set()"
 
 
-def test_proposals_command_on_a_folder(tmp_path, tiny_checkpoint):
+def test_proposals_command_on_a_folder(tmp_path, tiny_checkpoint, capsys):
     from samtasks.utils.masks import decode_rle
 
     folder = tmp_path / "images"
@@ -103,7 +103,7 @@ def test_proposals_command_on_a_folder(tmp_path, tiny_checkpoint):
     argv = ["proposals", str(folder), "--sam", "tiny", "--sam-checkpoint", str(tiny_checkpoint), "--out", str(out)]
     argv += ["--set", "points_per_side=4", "--set", "box_nms_thresh=1.0", "-q"]
     assert main(argv) == 1  # the broken file is reported, the others are done
-    record = json.loads((out / "im0.json").read_text())
+    record = json.loads((out / "im0.png.json").read_text())
     assert record["image"] == {"file_name": "im0.png", "height": 50, "width": 70}
     first = record["annotations"][0]
     assert {
@@ -117,13 +117,16 @@ def test_proposals_command_on_a_folder(tmp_path, tiny_checkpoint):
         "score",
     } <= set(first)
     assert decode_rle(first["segmentation"]).sum() == first["area"]
-    assert (out / "im1_overlay.png").is_file() and not (out / "broken.json").exists()
-    # An AMG preset works too; --overwrite redoes finished images, which are otherwise skipped.
-    stamp = (out / "im0.json").stat().st_mtime_ns
-    assert main([*argv, "--preset", "official", "--set", "pred_iou_thresh=0", "--set", "stability_score_thresh=0"]) == 1
-    assert (out / "im0.json").stat().st_mtime_ns == stamp
+    assert (out / "im1.png_overlay.png").is_file() and not (out / "broken.jpg.json").exists()
+    # Finished images are skipped on a rerun; other settings are refused, naming the keys; --overwrite
+    # redoes everything with the new ones.
+    stamp = (out / "im0.png.json").stat().st_mtime_ns
+    assert main(argv) == 1
+    assert (out / "im0.png.json").stat().st_mtime_ns == stamp
+    assert main([*argv, "--preset", "official", "--set", "pred_iou_thresh=0"]) == 1
+    assert "preset (now 'official', recorded 'proposals-lvis')" in capsys.readouterr().err
     assert main([*argv, "--preset", "official", "--set", "pred_iou_thresh=0", "--overwrite"]) == 1
-    assert json.loads((out / "im0.json").read_text())["preset"] == "official"
+    assert json.loads((out / "im0.png.json").read_text())["preset"] == "official"
 
 
 def test_proposals_and_bench_usage_errors(tmp_path, image_file, capsys):

@@ -107,6 +107,23 @@ def test_detector_contract(predictor, settings):
     assert result.num_masks >= 1 and result.edges.max() > 0
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        E.EdgeSettings(amg={"points_per_side": 4, "box_nms_thresh": 1.0}),
+        E.EdgeSettings(smooth_radius=3, edge_nms_border=8, amg={"points_per_side": 4, "box_nms_thresh": 1.0}),
+    ],
+)
+def test_bands_of_rows_give_the_same_map(predictor, settings, monkeypatch):
+    """Large photos are filtered one mask and a band of rows at a time (the NMS too); same map."""
+    image = random_image(np.random.default_rng(2), 300, 70)
+    whole = E.EdgeDetector(predictor, settings).detect(image)
+    monkeypatch.setattr(E, "CHUNK_PIXELS", 70 * 40)  # bands of 40 rows, NMS bands of 4 x its halo
+    banded = E.EdgeDetector(predictor, settings).detect(image)
+    assert whole.num_masks > 1 and whole.edges.max() > 0
+    np.testing.assert_array_equal(banded.edges, whole.edges)
+
+
 def test_edges_lie_on_the_kept_masks_outer_rings(predictor):
     image = random_image(np.random.default_rng(3), 50, 70)
     settings = E.EdgeSettings(suppression="none", amg={"points_per_side": 4, "box_nms_thresh": 1.0})
@@ -154,8 +171,8 @@ def test_edges_command(tmp_path, tiny_checkpoint, capsys, caplog):
     assert main([*args, "--set", "points_per_side=4", "--out", str(out)]) == 1  # the broken file
     assert "broken.jpg" in caplog.text
     maps = sorted(p.name for p in out.glob("*.png"))
-    assert maps == ["im0.png", "im1.png"]
-    assert load_prediction(out / "im0.png").shape == (40, 56)
+    assert maps == ["im0.png.png", "im1.png.png"]
+    assert load_prediction(out / "im0.png.png").shape == (40, 56)
     assert main([*args, "--set", "colour=red", "--out", str(out)]) == 2
     assert "unknown knob(s) colour" in capsys.readouterr().err
     reference = tmp_path / "reference"
@@ -165,7 +182,7 @@ def test_edges_command(tmp_path, tiny_checkpoint, capsys, caplog):
         SamPredictor(build_sam("tiny", tiny_checkpoint)), "edges-reference", amg={"points_per_side": 4}
     )
     expected = detector.detect(images / "im1.png").save(tmp_path / "expected.png")
-    np.testing.assert_array_equal(load_prediction(reference / "im1.png"), load_prediction(expected))
+    np.testing.assert_array_equal(load_prediction(reference / "im1.png.png"), load_prediction(expected))
     assert main([*args, "--preset", "edges-bsds", "--out", str(out)]) == 2
     assert "--preset must be one of edges-paper, edges-reference" in capsys.readouterr().err
 
@@ -184,6 +201,24 @@ def test_eval_edges_command(tmp_path, capsys):
     assert main(bad) == 1
     assert "no prediction for 3063" in capsys.readouterr().err
     assert main([*args, "--max-dist", "3", "--out", str(out)]) == 2
+    assert main([*args, "--limit", "-1", "--out", str(out)]) == 2
+
+
+def test_eval_edges_limit_naming_and_bad_maps(tmp_path, capsys):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    shutil.copy(GOLDEN / "png" / "3063.png", maps / "3063.jpg.png")  # as `samtasks edges` names it
+    args = ["eval-edges", "--pred", str(maps), "--gt", str(GOLDEN / "groundTruth"), "--thresholds", "5", "-q"]
+    args += ["--workers", "1", "--out", str(tmp_path / "eval")]
+    assert main([*args, "--limit", "1"]) == 0  # the first id that has a map, not the first id
+    assert "(1 images;" in capsys.readouterr().out
+    assert [line.split()[-1] for line in (tmp_path / "eval" / "images.txt").read_text().splitlines()] == ["3063"]
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(maps / "3063.jpg.png")
+    assert main([*args, "--limit", "1"]) == 1
+    assert f"{maps / '3063.jpg.png'} against" in capsys.readouterr().err
+    np.save(maps / "3063.npy", np.full((10, 12), np.nan))
+    assert main([*args, "--limit", "1"]) == 1
+    assert f"prediction {maps / '3063.npy'} must be a finite" in capsys.readouterr().err
 
 
 def test_bench_bsds_edges_runs_and_resumes(tmp_path, tiny_checkpoint):
@@ -214,6 +249,8 @@ def test_bench_bsds_edges_runs_and_resumes(tmp_path, tiny_checkpoint):
     assert result["images"] == 2 and 0 <= result["metrics"]["ODS"] <= 1
     assert (out / "maps" / "3063.png").is_file() and (out / "eval" / "eval_bdry_thr.txt").is_file()
     assert len(np.loadtxt(out / "eval" / "eval_bdry_img.txt").reshape(-1, 5)) == 2
+    assert main(args) == 1  # the sample lacks the other three images: reported, and the exit status says so
+    assert len(json.loads((out / "results.json").read_text())["failed"]) == 3
     reference = tmp_path / "reference"
     config = Path(__file__).resolve().parents[1] / "configs" / "edges_reference_bsds.yaml"
     assert main([*args[:-3], "--config", str(config), "--out", str(reference), "-q", "--limit", "1"]) == 0

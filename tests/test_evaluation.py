@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from samtasks.cli import main
 from samtasks.evaluation import ConfigError, ResultsStore, benchmarks, load_config, run_benchmark
 from samtasks.evaluation.config import dump_yaml
 from samtasks.evaluation.proposals import ProposalsBenchConfig, ProposalsBenchmark
@@ -143,9 +144,31 @@ def test_limit_failed_images_and_config_mismatch(bench_setup):
     assert result["images"] == 2 and result["limit"] == 3
     assert result["failed"][0]["image_id"] == 101 and "000000000101.jpg" in result["failed"][0]["error"]
     other = load_config(config, None, ["task.max_proposals=7"])
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different config .*task.max_proposals \(now 7, recorded 1000\)"):
         run_benchmark(ProposalsBenchmark("lvis-proposals", other, tmp / "data"), tmp / "out", progress=False)
     assert (tmp / "out" / "config.yaml").read_text() == dump_yaml(config)
+    # Resources may change on resume (a run out of memory goes on with smaller batches).
+    smaller = load_config(config, None, ["model.prompt_batch_size=2", "task.amg.points_per_batch=4"])
+    result = run_benchmark(ProposalsBenchmark("lvis-proposals", smaller, tmp / "data"), tmp / "out", progress=False)
+    assert result["images"] == 4 and len(result["failed"]) == 1
+    with pytest.raises(ValueError, match="--limit must be >= 0"):
+        run_benchmark(bench, tmp / "out", limit=-2, progress=False)
+
+
+def test_a_bench_failing_before_its_first_image_leaves_no_config(bench_setup, capsys):
+    tmp, config = bench_setup
+    argv = ["bench", "lvis-proposals", "--data", str(tmp / "data"), "--out", str(tmp / "out"), "-q"]
+    argv += ["--set", "data.annotations=annotations.json", "--set", "model.name=tiny"]
+    argv += ["--set", "task.amg.points_per_side=3"]
+    assert main([*argv, "--set", "model.checkpoint=/nowhere/tiny.pth"]) == 1
+    assert "/nowhere/tiny.pth does not exist" in capsys.readouterr().err
+    assert main([*argv, "--set", "model.dtype=float61"]) == 1
+    assert "dtype must be one of" in capsys.readouterr().err
+    assert not (tmp / "out" / "config.yaml").exists()
+    (tmp / "data" / "val2017" / "000000000101.jpg").write_bytes(b"not a jpeg")
+    assert main([*argv, "--set", f"model.checkpoint={config.model.checkpoint}", "--limit", "2"]) == 1  # one failed
+    assert "1 failed" in capsys.readouterr().out
+    assert main([*argv, "--limit", "-2"]) == 2
 
 
 def _cli_bench(tmp: Path, config_path: Path, out: str, nproc: int) -> dict:
@@ -174,3 +197,20 @@ def test_two_process_torchrun_gives_the_same_metrics(bench_setup):
     assert rank1 == [101, 103]  # every world_size-th image
     assert double["metrics"] == single["metrics"] and double["images"] == single["images"] == 5
     assert _records(tmp / "two") == _records(tmp / "one")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("evaluation.n_thresholds=0", "n_thresholds must be >= 1"),
+        ("evaluation.max_dist=-0.1", "max_dist is a fraction"),
+        ("model.name=vit_q", "name must be one of"),
+        ("model.prompt_batch_size=0", "prompt_batch_size must be >= 1"),
+        ("task.smooth_radius=-1", "smooth_radius must be >= 0"),
+        ("task.amg={points_per_side: 2.5}", "points_per_side must be an integer"),
+    ],
+)
+def test_bench_configs_are_range_checked_at_load(override, message):
+    defaults, _ = benchmarks()["bsds-edges"]
+    with pytest.raises(ConfigError, match=message):
+        load_config(defaults, None, [override])

@@ -199,10 +199,10 @@ def test_instance_command_outputs_round_trip(tmp_path, tiny_checkpoint):
     assert main(argv) == 0
     results = json.loads((out / "coco_results.json").read_text())
     assert {r["file_name"] for r in results} == {"000000000100.jpg", "000000000101.jpg"}
-    assert (out / "000000000102_overlay.png").is_file()
-    assert (out / "labels" / "000000000102.txt").read_text() == ""
+    assert (out / "000000000102.jpg_overlay.png").is_file()
+    assert (out / "labels" / "000000000102.jpg.txt").read_text() == ""
     dataset_yaml = (out / "dataset.yaml").read_text()
-    assert "train: images" in dataset_yaml and (out / "images" / "000000000100.jpg").is_file()
+    assert "train: images" in dataset_yaml and (out / "images" / "000000000100.jpg.jpg").is_file()
     # RLE decodes to the mask SAM predicts for that box.
     first = results[0]
     image = np.asarray(Image.open(tmp_path / "data" / "val2017" / first["file_name"]).convert("RGB"))
@@ -211,7 +211,7 @@ def test_instance_command_outputs_round_trip(tmp_path, tiny_checkpoint):
     again = InstanceSegmenter(predictor).segment(image, dets)
     assert np.array_equal(decode_rle(first["segmentation"]).astype(bool), again.masks[0])
     # YOLO labels parse, lie in [0, 1] and rasterize back to the mask.
-    lines = (out / "labels" / f"{Path(first['file_name']).stem}.txt").read_text().splitlines()
+    lines = (out / "labels" / f"{first['file_name']}.txt").read_text().splitlines()
     mine = [r for r in results if r["file_name"] == first["file_name"]]
     assert len(lines) == sum(decode_rle(r["segmentation"]).any() for r in mine)
     for line in lines:
@@ -258,7 +258,8 @@ def test_detector_errors_are_clear(tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
     assert main(["instance", str(image), "--detector-weights", str(bad), "--out", str(tmp_path / "o")]) == 1
-    assert "broken.pt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.pt" in err and "--detector-weights" in err and "YOLO=PATH" in err
     assert main(["instance", str(image), "--format", "coco,tiff"]) == 2
     assert (
         main(["bench", "lvis-proposals", "--data", str(tmp_path), "--detector", "yolov8", "--out", str(tmp_path)]) == 2

@@ -116,6 +116,7 @@ def test_upsample_threshold_equals_logits(predictor):
         ({"boxes": [[1, 2, 3]]}, r"\[P, 4\]"),
         ({"points": [[[1, 1]], [[2, 2]]], "boxes": [[0, 0, 5, 5]]}, "disagree"),
         ({"mask_input": np.zeros((1, 1, 64, 64))}, r"\[P, 1, 32, 32\]"),
+        ({"mask_input": np.full((1, 1, 32, 32), np.nan)}, "mask_input contains NaN"),
     ],
 )
 def test_bad_prompts_raise(predictor, kwargs, message):

@@ -153,7 +153,7 @@ def test_text_command_and_coco_text_benchmark(tmp_path, tiny_checkpoint):
     out = tmp_path / "out"
     argv = ["text", str(image), "--prompt", "a square", "--prompt", "a disc", "--point", "40,30", *model]
     assert main([*argv, "--out", str(out)]) == 0
-    report = json.loads((out / "000000000101_text.json").read_text())
+    report = json.loads((out / "000000000101.jpg_text.json").read_text())
     assert [q["prompt"] for q in report["queries"]] == ["a square", "a disc"]
     assert main(["text", str(image), "--prompt", " ", *model]) == 2
 
@@ -185,3 +185,14 @@ def test_clip_errors_name_model_and_tag():
         OpenClipEncoder("ViT-Q-99", None)
     with pytest.raises(ValueError, match="no pretrained tag 'nope' for ViT-B-32"):
         OpenClipEncoder("ViT-B-32", "nope")
+
+
+def test_offline_clip_names_the_flag(monkeypatch):
+    open_clip = pytest.importorskip("open_clip")
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("couldn't connect to huggingface.co")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
+    with pytest.raises(ValueError, match="pass its path with --clip-pretrained PATH"):
+        OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k")

@@ -166,6 +166,9 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
     raise ConfigError(f"{source}: {key}: unsupported field type {hint!r}")
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The SAM model of a run."""
@@ -176,6 +179,16 @@ class ModelConfig:
     dtype: str = "float32"  # or "bfloat16" / "float16" (autocast)
     compile: bool = False  # torch.compile the image encoder
     prompt_batch_size: int = 64  # prompts per decoder call
+
+    def __post_init__(self) -> None:
+        from samtasks.build import MODEL_SPECS
+
+        if self.name not in MODEL_SPECS:
+            raise ValueError(f"name must be one of {', '.join(MODEL_SPECS)}, got {self.name!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.prompt_batch_size < 1:
+            raise ValueError(f"prompt_batch_size must be >= 1, got {self.prompt_batch_size}")
 
     def predictor(self, device: str | None = None):
         """A `SamPredictor` for this model; `device` (from the runner) overrides "auto"."""
@@ -199,3 +212,32 @@ class DataConfig:
     def resolve(self, root: str | Path) -> tuple[Path, Path]:
         root = Path(root)
         return root / self.annotations, root / self.images
+
+
+# Config fields that change how fast or where a run goes, never its results: free to change on resume.
+RESOURCE_FIELDS = frozenset({"device", "compile", "prompt_batch_size", "points_per_batch", "mask_chunk", "workers"})
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> `{"a.b": value}`."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two nested settings mappings, leaving out
+    `RESOURCE_FIELDS` (a key on one side only counts as changed)."""
+    a, b = flatten(old), flatten(new)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k, KeyError) != b.get(k, KeyError)]
+    return [k for k in keys if k.rsplit(".", 1)[-1] not in RESOURCE_FIELDS]
+
+
+def describe_changes(old: dict, new: dict, keys: list[str]) -> str:
+    """`key (now X, recorded Y)` for each of `keys`, for a refusal message."""
+    a, b = flatten(old), flatten(new)
+    return "; ".join(f"{k} (now {b.get(k, '-')!r}, recorded {a.get(k, '-')!r})" for k in keys)

@@ -23,6 +23,12 @@ class BoundaryEvalConfig:
     max_dist: float = 0.0075  # fraction of the image diagonal
     thinning: bool = True
 
+    def __post_init__(self) -> None:
+        if self.n_thresholds < 1:
+            raise ValueError(f"n_thresholds must be >= 1, got {self.n_thresholds}")
+        if not 0 < self.max_dist < 1:
+            raise ValueError(f"max_dist is a fraction of the image diagonal in (0, 1), got {self.max_dist}")
+
 
 @dataclass(frozen=True)
 class EdgesBenchConfig:

@@ -2,7 +2,8 @@
 `torchrun`, then one evaluation and one results JSON.
 
 Output folder layout:
-    config.yaml            the resolved config (a resumed run must match it)
+    config.yaml            the resolved config, written once the model is built (a resumed run must
+                           match it except in resource keys: device, batch sizes, workers)
     records/rank<R>.jsonl  one JSON line per finished image, appended and fsync'ed as it finishes
     results.json           metrics, config, versions, device, timings (written by rank 0 at the end)
 
@@ -10,6 +11,7 @@ Under `torchrun` rank r takes every world_size-th image of the (limited) list an
 records file; rank 0 waits for all ranks (a gloo barrier), merges every records file and evaluates.
 An interrupted run started again with the same config and folder skips every image already in any
 records file (so the world size may change between runs); a line cut off by a crash is discarded.
+Each process locks the folder (`.lock`, `.lock.rank<R>` under torchrun), so two runs never share it.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import yaml
 
-from samtasks.evaluation.config import ConfigError, dump_yaml, to_dict
+from samtasks.evaluation.config import ConfigError, changed_keys, describe_changes, dump_yaml, to_dict
 from samtasks.predictor import resolve_device
 from samtasks.structures import Sample
+from samtasks.utils.files import FolderLock, prepare_folder, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +145,41 @@ def environment() -> dict:
     return {"versions": versions, "device": device}
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C during a run; the message says how far it got and that a rerun resumes."""
+
+
 def _check_config(out: Path, config: Any) -> None:
+    """Refuses `out` if its config.yaml differs from `config` in a key that changes results (the
+    message names the keys); resource keys (`RESOURCE_FIELDS`) may change between runs."""
     path = out / "config.yaml"
-    text = dump_yaml(config)
-    if path.is_file():
-        if path.read_text() != text:
-            raise ConfigError(
-                f"{out} holds results of a different config (see {path}); use another --out, or the same settings"
-            )
-    else:
-        path.write_text(text)
+    if not path.is_file():
+        return
+    recorded = yaml.safe_load(path.read_text()) or {}
+    keys = changed_keys(recorded, to_dict(config))
+    if keys:
+        raise ConfigError(
+            f"{out} holds results of a different config (see {path}): "
+            f"{describe_changes(recorded, to_dict(config), keys)}; use another --out, or the recorded settings"
+        )
 
 
-def _device_for(dist: DistInfo, requested: str | None) -> str | None:
+def device_for(dist: DistInfo, requested: str | None) -> str | None:
+    """The device a rank's model goes on: the rank's local GPU under torchrun when `requested` is
+    None, "auto" or "cuda", else `requested` (None: the best available)."""
     if dist.world_size > 1 and (requested in (None, "auto", "cuda")) and torch.cuda.is_available():
         return f"cuda:{dist.local_rank % torch.cuda.device_count()}"
     return None if requested in (None, "auto") else requested
+
+
+def init_distributed(dist: DistInfo) -> None:
+    """Joins the gloo group of a `torchrun` launch (nothing for a single process)."""
+    if dist.world_size > 1:
+        import torch.distributed as torch_dist
+
+        if not torch_dist.is_initialized():
+            # Only barriers go over this group; a long timeout lets ranks finish far apart.
+            torch_dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
 
 
 def run_benchmark(
@@ -176,24 +199,28 @@ def run_benchmark(
             CUDA, the rank's local GPU).
         progress: a progress bar with images/s and ETA on rank 0.
     """
+    if limit is not None and limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {limit}")
     dist = dist or DistInfo.from_env()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if dist.world_size > 1:
-        import torch.distributed as torch_dist
+    out = prepare_folder(out)
+    init_distributed(dist)
+    with rank_lock(out, dist):
+        return _run(benchmark, out, limit, device, progress, dist)
 
-        if not torch_dist.is_initialized():
-            # Only barriers go over this group; a long timeout lets ranks finish far apart.
-            torch_dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    if dist.rank == 0:  # writes config.yaml on a first run; the other ranks read it after the barrier
-        _check_config(out, benchmark.config)
-    _barrier(dist)
-    if dist.rank != 0:
-        _check_config(out, benchmark.config)
 
+def rank_lock(out: Path, dist: DistInfo) -> FolderLock:
+    """The lock a process holds on its output folder: `.lock` for rank 0, `.lock.rank<R>` for the
+    other ranks of a torchrun launch (which join as shards)."""
+    return FolderLock(out, ".lock" if dist.rank == 0 else f".lock.rank{dist.rank}")
+
+
+def _run(
+    benchmark: Benchmark, out: Path, limit: int | None, device: str | None, progress: bool, dist: DistInfo
+) -> dict | None:
+    _check_config(out, benchmark.config)
     samples = benchmark.samples()
     if limit is not None:
-        samples = samples[:limit] if limit >= 0 else samples
+        samples = samples[:limit]
     store = ResultsStore(out / "records", dist.rank)
     done = {k for k, r in store.latest().items() if "error" not in r}
     mine = [s for i, s in enumerate(samples) if i % dist.world_size == dist.rank and s.image_id not in done]
@@ -209,23 +236,14 @@ def run_benchmark(
             dist.world_size,
             len(done & {s.image_id for s in samples}),
         )
-        benchmark.setup(_device_for(dist, device))
-        used_device = str(resolve_device(_device_for(dist, device)))
+        benchmark.setup(device_for(dist, device))
+        used_device = str(resolve_device(device_for(dist, device)))
+    if dist.rank == 0:  # only once the config is known to build, so a failed start leaves nothing behind
+        write_text(out / "config.yaml", dump_yaml(benchmark.config))
     setup_s = time.perf_counter() - start
-    bar = progress_bar(mine, progress and dist.rank == 0, benchmark.name)
-    try:
-        for sample in bar:
-            t0 = time.perf_counter()
-            try:
-                record = benchmark.process(sample)
-            except ValueError as err:  # unreadable image, bad annotation: report, keep going
-                logger.warning("%s: image %s skipped: %s", benchmark.name, sample.path, err)
-                record = {"error": str(err)}
-            store.append({"image_id": sample.image_id, **record, "seconds": time.perf_counter() - t0})
-    finally:
-        store.close()
+    _process(benchmark, mine, store, progress and dist.rank == 0)
     run_s = time.perf_counter() - start
-    _barrier(dist)
+    barrier(dist)
     if dist.rank != 0:
         return None
 
@@ -256,10 +274,30 @@ def run_benchmark(
         },
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "results.json")
+    write_text(out / "results.json", json.dumps(result, indent=2))
     return result
+
+
+def _process(benchmark: Benchmark, samples: list[Sample], store: ResultsStore, progress: bool) -> None:
+    """Appends a record per sample to `store`; Ctrl-C becomes `RunInterrupted`."""
+    finished = 0
+    try:
+        for sample in progress_bar(samples, progress, benchmark.name):
+            t0 = time.perf_counter()
+            try:
+                record = benchmark.process(sample)
+            except ValueError as err:  # unreadable image, bad annotation: report, keep going
+                logger.warning("%s: image %s skipped: %s", benchmark.name, sample.path, err)
+                record = {"error": str(err)}
+            store.append({"image_id": sample.image_id, **record, "seconds": time.perf_counter() - t0})
+            finished += 1
+    except KeyboardInterrupt:
+        raise RunInterrupted(
+            f"interrupted after {finished} of {len(samples)} images; finished ones are kept in "
+            f"{store.folder.parent}, the same command resumes"
+        ) from None
+    finally:
+        store.close()
 
 
 def finish_distributed() -> None:
@@ -271,7 +309,7 @@ def finish_distributed() -> None:
         torch_dist.destroy_process_group()
 
 
-def _barrier(dist: DistInfo) -> None:
+def barrier(dist: DistInfo) -> None:
     if dist.world_size > 1:
         import torch.distributed as torch_dist
 

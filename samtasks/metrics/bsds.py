@@ -584,9 +584,16 @@ def seg_boundaries(seg: np.ndarray) -> np.ndarray:
 
 
 def find_prediction(folder: Path, stem: str) -> Path | None:
-    """`<folder>/<stem>.<suffix>` for the first of `PREDICTION_SUFFIXES` that exists."""
+    """`<folder>/<stem>.<suffix>` for the first of `PREDICTION_SUFFIXES` that exists, else the map
+    `samtasks edges` writes for the image `<stem>.<image suffix>` (`2018.jpg.png`)."""
+    from samtasks.utils.image import IMAGE_SUFFIXES
+
     for suffix in PREDICTION_SUFFIXES:
         path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    for image_suffix in IMAGE_SUFFIXES:
+        path = folder / f"{stem}{image_suffix}.png"
         if path.is_file():
             return path
     return None
@@ -604,13 +611,17 @@ class _Job:
 def _evaluate_job(job: _Job) -> ImageCounts:
     from samtasks.data.bsds import load_boundaries
 
-    return evaluate_image(
-        load_prediction(job.pred),
-        load_boundaries(job.gt),
-        n_thresholds=job.n_thresholds,
-        max_dist=job.max_dist,
-        thinning=job.thinning,
-    )
+    prediction = load_prediction(job.pred)
+    try:
+        return evaluate_image(
+            prediction,
+            load_boundaries(job.gt),
+            n_thresholds=job.n_thresholds,
+            max_dist=job.max_dist,
+            thinning=job.thinning,
+        )
+    except ValueError as err:
+        raise ValueError(f"{job.pred} against {job.gt}: {err}") from err
 
 
 def parallel_map(function, jobs: Sequence, workers: int | None) -> Iterator:
@@ -645,15 +656,22 @@ def evaluate_folder(
         raise ValueError(f"prediction folder not found: {pred_dir}")
     if not gt_dir.is_dir():
         raise ValueError(f"ground-truth folder not found: {gt_dir}")
-    gts = sorted(gt_dir.glob("*.mat"), key=lambda p: (len(p.stem), p.stem))[:limit]
+    gts = sorted(gt_dir.glob("*.mat"), key=lambda p: (len(p.stem), p.stem))
     if not gts:
         raise ValueError(f"no ground-truth .mat files in {gt_dir}")
-    jobs = []
-    for gt in gts:
-        pred = find_prediction(pred_dir, gt.stem)
-        if pred is None:
-            raise ValueError(f"no prediction for {gt.stem} in {pred_dir} (one of {', '.join(PREDICTION_SUFFIXES)})")
-        jobs.append(_Job(pred, gt, n_thresholds, max_dist, thinning))
+    pairs = [(gt, find_prediction(pred_dir, gt.stem)) for gt in gts]
+    if limit is not None:  # a smoke run: the first `limit` images that have a map
+        pairs = [(gt, pred) for gt, pred in pairs if pred is not None][:limit]
+        if not pairs:
+            raise ValueError(f"no prediction in {pred_dir} matches a ground-truth id of {gt_dir}")
+    missing = [gt.stem for gt, pred in pairs if pred is None]
+    if missing:
+        raise ValueError(
+            f"no prediction for {missing[0]} in {pred_dir} (<id> + one of {', '.join(PREDICTION_SUFFIXES)}); "
+            f"{len(missing)} of {len(gts)} ids have none (--limit N scores the first N that have one)"
+        )
+    gts = [gt for gt, _ in pairs]
+    jobs = [_Job(pred, gt, n_thresholds, max_dist, thinning) for gt, pred in pairs]
     bench = BoundaryBenchmark(n_thresholds=n_thresholds, max_dist=max_dist, thinning=thinning)
     results = parallel_map(_evaluate_job, jobs, workers)
     if progress is not None:

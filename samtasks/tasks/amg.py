@@ -21,6 +21,10 @@ from torchvision.ops import batched_nms
 from samtasks.predictor import SamPredictor
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
+from samtasks.utils.settings import check_field_types, check_range
+
+# Pixels of full-size mask logits held at once (128 MB of float32): bounds memory on large photos.
+CHUNK_PIXELS = 1 << 25
 
 T = TypeVar("T")
 
@@ -49,8 +53,16 @@ class AmgSettings:
     max_area_fraction: float | None = None  # drop masks covering >= this fraction of the image (paper: 0.95)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be >= 1")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "crop_overlap_ratio", "box_nms_thresh"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_range("crop_nms_thresh", self.crop_nms_thresh, 0.0, 1.0)
+        check_range("max_area_fraction", self.max_area_fraction, 0.0, 1.0, open_low=True)
+        for name in ("stability_score_offset", "crop_n_layers", "crop_edge_tolerance", "min_mask_region_area"):
+            check_range(name, getattr(self, name), 0, math.inf)
+        check_range("crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1, math.inf)
         if self.cleanup_rule not in ("paper", "official"):
             raise ValueError(f"cleanup_rule must be 'paper' or 'official', got {self.cleanup_rule!r}")
 
@@ -351,9 +363,10 @@ class AutomaticMaskGenerator:
         keep = iou > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
         logits, iou, point_of = logits[keep], iou[keep], point_of[keep.cpu()]
         threshold = predictor.model.mask_threshold
-        # Upsample a few masks at a time: stability, binary masks and boxes need the crop-size logits.
-        kept_masks, kept_scores, kept_boxes, kept_index = [], [], [], []
-        step = max(1, (1 << 25) // (y1 - y0) // (x1 - x0))
+        # Upsample a few masks at a time: stability, binary masks and boxes need the crop-size logits;
+        # kept masks become RLE at once, so no full-size mask outlives its chunk.
+        kept_rles, kept_scores, kept_boxes, kept_index = [], [], [], []
+        step = max(1, CHUNK_PIXELS // (y1 - y0) // (x1 - x0))
         for i in range(0, len(logits), step):
             full = predictor.upsample(logits[i : i + step][:, None])[:, 0]  # [c, ch, cw]
             stability = stability_score(full, threshold, s.stability_score_offset)
@@ -366,21 +379,16 @@ class AutomaticMaskGenerator:
                 else torch.ones_like(stability, dtype=torch.bool)
             )
             ok &= ~near_crop_edge(boxes, crop_box, [0, 0, w, h], s.crop_edge_tolerance)
-            kept_masks.append(masks[ok].cpu().numpy())
+            kept_rles += _encode_in_image(masks[ok].cpu().numpy(), crop_box, image_size)
             kept_scores.append(stability[ok].cpu())
             kept_boxes.append(boxes[ok].cpu())
             kept_index.append(torch.arange(i, min(i + step, len(logits)))[ok.cpu()])
         if not kept_index:
             return GeneratedMasks(image_size=image_size)
         index = torch.cat(kept_index)
-        masks = np.concatenate(kept_masks)
-        if (x0, y0, x1, y1) != (0, 0, w, h):
-            full_frame = np.zeros((len(masks), h, w), bool)
-            full_frame[:, y0:y1, x0:x1] = masks
-            masks = full_frame
         data = GeneratedMasks(
             image_size=image_size,
-            rles=encode_rle(masks),
+            rles=kept_rles,
             boxes=torch.cat(kept_boxes).numpy(),
             predicted_iou=iou[index].float().cpu().numpy(),
             stability_score=torch.cat(kept_scores).float().numpy(),
@@ -393,28 +401,43 @@ class AutomaticMaskGenerator:
         return data
 
     def _clean_up(self, result: GeneratedMasks) -> GeneratedMasks:
-        """Removes small holes and islands, then NMS again preferring masks the clean-up left alone."""
+        """Removes small holes and islands, then NMS again preferring masks the clean-up left alone
+        (one mask decoded at a time)."""
         s = self.settings
-        masks, unchanged, alive = [], [], []
+        rles, boxes, unchanged, alive = [], [], [], []
         for i, rle in enumerate(result.rles):
             mask, changed = remove_small_regions(
                 decode_rle(rle).astype(bool), s.min_mask_region_area, rule=s.cleanup_rule
             )
             if mask is None:
                 continue
-            masks.append(mask)
+            boxes.append(masks_to_boxes(torch.from_numpy(mask[None]))[0].numpy())
+            rles.append(encode_rle(mask[None])[0] if changed else rle)
             unchanged.append(0.0 if changed else 1.0)
             alive.append(i)
         if not alive:
             return GeneratedMasks(image_size=result.image_size)
         result = result.select(np.array(alive))
-        stacked = torch.from_numpy(np.stack(masks))
-        boxes = masks_to_boxes(stacked).numpy()
+        boxes = np.stack(boxes)
         keep = self._nms(boxes, np.array(unchanged), max(s.box_nms_thresh, s.crop_nms_thresh))
-        changed = [k for k in keep if unchanged[k] == 0.0]
-        if changed:
-            new_rles = encode_rle(stacked[changed].numpy())
-            for k, rle in zip(changed, new_rles, strict=True):
-                result.rles[k] = rle
+        for k in keep:
+            if unchanged[k] == 0.0:
+                result.rles[k] = rles[k]
                 result.boxes[k] = boxes[k]
         return result.select(keep)
+
+
+def _encode_in_image(masks: np.ndarray, crop_box: list[int], image_size: tuple[int, int]) -> list[dict]:
+    """RLEs in the image frame of `bool [c, ch, cw]` masks of the crop `crop_box`, padded a few at a
+    time so that the image-size copies stay within `CHUNK_PIXELS`."""
+    x0, y0, x1, y1 = crop_box
+    h, w = image_size
+    if (x0, y0, x1, y1) == (0, 0, w, h):
+        return encode_rle(masks)
+    rles = []
+    step = max(1, CHUNK_PIXELS // (h * w))
+    for i in range(0, len(masks), step):
+        full_frame = np.zeros((len(masks[i : i + step]), h, w), bool)
+        full_frame[:, y0:y1, x0:x1] = masks[i : i + step]
+        rles += encode_rle(full_frame)
+    return rles

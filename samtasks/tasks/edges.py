@@ -11,6 +11,7 @@ re-implementation (ymgw55/segment-anything-edge-detection); `EdgeSettings` docum
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,14 @@ import torch.nn.functional as F
 from samtasks.predictor import SamPredictor
 from samtasks.structures import EdgeMap
 from samtasks.tasks.amg import (
+    CHUNK_PIXELS,
     AmgSettings,
     AutomaticMaskGenerator,
     GeneratedMasks,
     preset_settings,
     preset_with_overrides,
 )
+from samtasks.utils.settings import check_field_types
 
 CHOICES = {
     "sobel_padding": ("replicate", "zeros"),
@@ -82,11 +85,14 @@ class EdgeSettings:
     mask_chunk: int = 32  # masks upsampled and filtered at once (memory: chunk x H x W floats)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.amg_settings()  # an unknown preset or AMG knob is an error here
         for name in CHOICES:
             _check(name, getattr(self, name))
         if self.edge_nms_radius < 1 or self.edge_nms_border < 0 or self.mask_chunk < 1:
             raise ValueError("edge_nms_radius and mask_chunk must be >= 1, edge_nms_border >= 0")
+        if self.smooth_radius < 0 or self.edge_nms_multiplier <= 0:
+            raise ValueError("smooth_radius must be >= 0 and edge_nms_multiplier > 0")
 
     def amg_settings(self) -> AmgSettings:
         return preset_settings(self.amg_preset, self.amg)
@@ -142,14 +148,24 @@ class EdgeDetector:
         if len(masks) == 0:
             return EdgeMap(np.zeros((h, w), np.float32), 0, quantize=s.quantize)
         combined = torch.zeros((h, w), dtype=torch.float32, device=self.predictor.device)
-        for start in range(0, len(masks), s.mask_chunk):
-            full = self._full_logits(masks, slice(start, start + s.mask_chunk))  # [B, H, W]
-            response = mask_edges(full, padding=s.sobel_padding, gate=s.gate, gate_ring=s.gate_ring)
-            if s.reduce == "max":
-                combined = torch.maximum(combined, response.amax(0))
-            else:
-                combined += response.sum(0)
+        # Chunks of masks, and on large photos bands of rows with a 2-row halo (the 3x3 Sobel and
+        # dilation see one row each way), keep the float temporaries within `CHUNK_PIXELS`.
+        chunk = max(1, min(s.mask_chunk, CHUNK_PIXELS // (h * w)))
+        rows = max(1, CHUNK_PIXELS // (chunk * w))
+        for start in range(0, len(masks), chunk):
+            full = self._full_logits(masks, slice(start, start + chunk))  # [B, H, W]
+            for top in range(0, h, rows):
+                lo, hi = max(0, top - 2), min(h, top + rows + 2)
+                response = mask_edges(full[:, lo:hi], padding=s.sobel_padding, gate=s.gate, gate_ring=s.gate_ring)
+                response = response[:, top - lo : top - lo + rows]
+                band = combined[top : top + rows]
+                if s.reduce == "max":
+                    band.copy_(torch.maximum(band, response.amax(0)))
+                else:
+                    band += response.sum(0)
+            del full
         edges = combined.cpu().numpy().astype(np.float64)
+        del combined
         if s.reduce == "mean":
             edges /= len(masks)
         edges = suppress(normalize(edges, s.normalize), s)
@@ -221,9 +237,26 @@ def normalize(edges: np.ndarray, rule: str = "max") -> np.ndarray:
 
 
 def suppress(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
-    """The settings' suppression step on a `float64 [H, W]` map in [0, 1]."""
+    """The settings' suppression step on a `float64 [H, W]` map in [0, 1]; on large maps the NMS runs
+    on bands of rows with enough rows of context to give the same values, with bounded temporaries."""
     if settings.suppression == "none":
         return edges
+    h, w = edges.shape
+    # Context a band needs: the smoothing, the orientation's smoothing (4) and two gradients, the
+    # interpolated neighbours, and twice the border fade (so a band fades only rows it discards).
+    halo = math.ceil(settings.smooth_radius) + 7 + settings.edge_nms_radius + 2 * settings.edge_nms_border
+    rows = max(4 * halo, CHUNK_PIXELS // 16 // w)  # ~20 float64 temporaries per band
+    if settings.suppression == "nms" and h > rows + 2 * halo:
+        out = np.empty_like(edges, dtype=np.float64)
+        for top in range(0, h, rows):
+            lo, hi = max(0, top - halo), min(h, top + rows + halo)
+            band = _suppress_whole(edges[lo:hi], settings)
+            out[top : top + rows] = band[top - lo : top - lo + rows]
+        return out
+    return _suppress_whole(edges, settings)
+
+
+def _suppress_whole(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
     if settings.suppression == "thin":
         from samtasks.metrics.bsds import thin
 

@@ -16,6 +16,7 @@ from samtasks.tasks.amg import (
     preset_settings,
     preset_with_overrides,
 )
+from samtasks.utils.settings import check_field_types
 
 RANKINGS = ("quality", "random")
 
@@ -31,6 +32,7 @@ class ProposalSettings:
     seed: int = 0  # the random ranking's seed (the same permutation stream for every image)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.amg_settings()  # an unknown preset or AMG knob is an error here
         if self.ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")

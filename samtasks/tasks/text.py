@@ -93,7 +93,8 @@ class OpenClipEncoder:
         except (RuntimeError, OSError) as err:  # open_clip wraps hub / network failures in RuntimeError
             raise ValueError(
                 f"cannot load CLIP weights {model}/{pretrained}: {err}. open_clip downloads them into its cache "
-                "on first use, which needs network; offline, copy the file there or pass its local path as pretrained"
+                "on first use, which needs network; offline, download the weights file by hand and pass its path with "
+                "--clip-pretrained PATH (`pretrained=` in the API)"
             ) from err
         self.model = net.eval()
         self.tokenizer = open_clip.get_tokenizer(model)

@@ -13,7 +13,9 @@ from samtasks.structures import InstanceMasks
 from samtasks.utils.masks import encode_rle, xyxy_to_xywh
 
 
-def coco_results(instances: InstanceMasks, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict]:
+def coco_results(
+    instances: InstanceMasks, image_id: int | str, category_ids: dict[int, int] | None = None
+) -> list[dict]:
     """COCO results entries: image_id, category_id, category_name, segmentation (compressed RLE),
     bbox (the prompt box, XYWH), score.
 
@@ -22,7 +24,7 @@ def coco_results(instances: InstanceMasks, image_id: int, category_ids: dict[int
             Default: the class id itself.
     """
     out = []
-    rles = encode_rle(instances.masks)
+    rles = [encode_rle(mask[None])[0] for mask in instances.masks]  # one at a time: no copy of the whole stack
     for i, rle in enumerate(rles):
         label = int(instances.labels[i])
         category = label if category_ids is None else category_ids.get(label)

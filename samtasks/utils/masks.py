@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -52,6 +54,20 @@ def decode_rle(rle: dict) -> np.ndarray:
     """COCO RLE -> `bool [H, W]`."""
     counts = rle["counts"]
     return mask_utils.decode({"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts})
+
+
+class RleMasks(Sequence):
+    """RLEs read as `bool [H, W]` masks, each decoded only when it is read: many masks of a large
+    photo without all of them in memory at once (`draw_overlay` takes it for a `[K, H, W]` stack)."""
+
+    def __init__(self, rles: list[dict]) -> None:
+        self.rles = rles
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return decode_rle(self.rles[index]).astype(bool)
 
 
 def remove_small_regions(mask: np.ndarray, min_area: int, *, rule: str) -> tuple[np.ndarray | None, bool]:

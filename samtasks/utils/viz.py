@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -16,7 +18,7 @@ def palette(n: int, seed: int = 0) -> np.ndarray:
 
 def draw_overlay(
     image: np.ndarray,
-    masks: np.ndarray,
+    masks: np.ndarray | Sequence[np.ndarray],
     *,
     boxes: np.ndarray | None = None,
     labels: list[str] | None = None,
@@ -28,7 +30,7 @@ def draw_overlay(
 
     Args:
         image: `uint8 [H, W, 3]` RGB.
-        masks: `bool [K, H, W]`.
+        masks: `bool [K, H, W]`, or a sequence of K `bool [H, W]` masks (`RleMasks`).
         boxes: `[K, 4]` XYXY pixels, optional.
         labels: K captions drawn at the boxes' top-left corners, optional.
         points: `[N, 2]` (x, y) pixels, optional; `point_labels` `[N]` colours them (1 green, 0 red).

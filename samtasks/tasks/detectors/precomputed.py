@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from samtasks.structures import Detections
+
+logger = logging.getLogger(__name__)
 
 
 class PrecomputedDetections:
@@ -68,6 +71,10 @@ class PrecomputedDetections:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)  # results files hold boxes that overhang the image
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not ok.any():
+            logger.warning(
+                "%s: all %d boxes of image %s lie outside its %dx%d pixels", self.path, len(ok), image_id, w, h
+            )
         return Detections(
             boxes=boxes[ok],
             scores=array[ok, 4].astype(np.float32),

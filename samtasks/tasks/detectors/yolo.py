@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -36,8 +37,9 @@ class YoloDetector:
             self.model = ultralytics.YOLO(weights)
         except Exception as err:  # ultralytics raises many types for missing or failed downloads
             raise ValueError(
-                f"cannot load YOLO weights {weights!r}: {err}. Without network, download the file by hand "
-                "(https://github.com/ultralytics/assets/releases) and pass its path with --detector-weights"
+                f"cannot load YOLO weights {weights!r}: {err}. Without network, download {Path(weights).name} by "
+                "hand (https://github.com/ultralytics/assets/releases) and pass its path with --detector-weights "
+                "(make demo: YOLO=PATH), or put it in the folder you run from"
             ) from err
         self.weights = weights
         self.knobs = {"conf": conf, "iou": iou, "classes": list(classes) if classes else None, "max_det": max_det}
