@@ -96,10 +96,10 @@ def main() -> None:
             rows.append({"command": name, "size": size, "peak_rss_gb": round(gb, 2), "seconds": round(seconds, 1)})
             rows[-1]["exit_status"] = status
             print(f"{name:10s} {size:10s} peak RSS {gb:6.2f} GB  {seconds:7.1f} s  exit {status}", flush=True)
-    result = {"rows": rows, "set": args.set, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
-    (HERE / "results").mkdir(exist_ok=True)
-    name = f"memory_large_photos{'_' + args.tag if args.tag else ''}.json"
-    (HERE / "results" / name).write_text(json.dumps(result, indent=2))
+            result = {"rows": rows, "set": args.set, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+            (HERE / "results").mkdir(exist_ok=True)
+            name_json = f"memory_large_photos{'_' + args.tag if args.tag else ''}.json"
+            (HERE / "results" / name_json).write_text(json.dumps(result, indent=2))  # after every row: kept if cut
 
 
 if __name__ == "__main__":

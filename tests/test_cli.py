@@ -74,6 +74,7 @@ def test_point_missing_image_and_offline_download(tmp_path, capsys, monkeypatch)
     assert main(["point", str(image), "--point", "1,1", "--sam", "vit_b"]) == 1
     err = capsys.readouterr().err
     assert "sam_vit_b_01ec64.pth" in err and str(tmp_path / "home") in err and "Traceback" not in err
+    assert "--sam-checkpoint PATH" in err
 
 
 def _offline(*args, **kwargs):

@@ -15,6 +15,7 @@ from samtasks.cli import main
 from samtasks.evaluation import ConfigError, ResultsStore, benchmarks, load_config, run_benchmark
 from samtasks.evaluation.config import dump_yaml
 from samtasks.evaluation.proposals import ProposalsBenchConfig, ProposalsBenchmark
+from samtasks.evaluation.runner import RunInterrupted
 
 from .synthetic import write_dataset
 
@@ -153,6 +154,28 @@ def test_limit_failed_images_and_config_mismatch(bench_setup):
     assert result["images"] == 4 and len(result["failed"]) == 1
     with pytest.raises(ValueError, match="--limit must be >= 0"):
         run_benchmark(bench, tmp / "out", limit=-2, progress=False)
+
+
+def test_ctrl_c_stops_a_bench_in_one_line_and_it_resumes(bench_setup):
+    tmp, config = bench_setup
+    bench = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
+    process, calls = bench.process, []
+
+    def interrupted_at_third(sample):
+        calls.append(sample.image_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return process(sample)
+
+    bench.process = interrupted_at_third
+    with pytest.raises(RunInterrupted, match="interrupted after 2 of 5 images; .* the same command resumes"):
+        run_benchmark(bench, tmp / "out", progress=False)
+    assert (
+        run_benchmark(ProposalsBenchmark("lvis-proposals", config, tmp / "data"), tmp / "out", progress=False)[
+            "timings"
+        ]["this_run_images_rank0"]
+        == 3
+    )
 
 
 def test_a_bench_failing_before_its_first_image_leaves_no_config(bench_setup, capsys):

@@ -58,9 +58,7 @@ class FolderReport:
     out: Path
     total: int
     done: int
-    processed: int  # by this process, this run
-    failed: dict[str, str]  # image id -> error (rank 0: every rank's)
-    records: dict[str, dict]  # image id -> latest successful record (rank 0: every rank's)
+    failed: dict[str, str]  # image id -> error, every rank's
 
 
 class FolderJob(Protocol):
@@ -171,7 +169,7 @@ def _run_locked(
     failed = {k: r["error"] for k, r in latest.items() if "error" in r}
     if dist.rank == 0:
         job.finish(records, out)
-    return FolderReport(out, len(images), len(records), processed, failed, records)
+    return FolderReport(out, len(images), len(records), failed)
 
 
 def _check_settings(out: Path, job: FolderJob, overwrite: bool) -> None:

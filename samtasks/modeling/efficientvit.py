@@ -24,10 +24,7 @@ from torch import nn
 from samtasks.checkpoints import CheckpointInfo
 from samtasks.modeling.common import LayerNorm2d
 from samtasks.modeling.frame import ImageFrame
-from samtasks.modeling.mask_decoder import MaskDecoder
-from samtasks.modeling.prompt_encoder import PromptEncoder
-from samtasks.modeling.sam import Sam
-from samtasks.modeling.transformer import TwoWayTransformer
+from samtasks.modeling.sam import Sam, sam_for
 
 NORM_EPS = 1e-6  # the official zoo's eps for every BatchNorm and LayerNorm
 
@@ -406,21 +403,4 @@ class EfficientViTSamSpec:
 
     def build(self) -> Sam:
         """An untrained model for this spec (on the current default device; `meta` works)."""
-        grid = self.embedding_size
-        prompt_encoder = PromptEncoder(
-            embed_dim=self.prompt_embed_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(self.prompt_size, self.prompt_size),
-            mask_in_chans=self.mask_in_chans,
-        )
-        transformer = TwoWayTransformer(
-            depth=self.decoder_depth,
-            embedding_dim=self.prompt_embed_dim,
-            num_heads=self.decoder_num_heads,
-            mlp_dim=self.decoder_mlp_dim,
-            norm_eps=NORM_EPS,
-        )
-        mask_decoder = MaskDecoder(
-            transformer_dim=self.prompt_embed_dim, transformer=transformer, iou_head_hidden_dim=self.iou_head_hidden_dim
-        )
-        return Sam(self.build_image_encoder(), prompt_encoder, mask_decoder, frame=self.frame)
+        return sam_for(self, self.build_image_encoder(), norm_eps=NORM_EPS)

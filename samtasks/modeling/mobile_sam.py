@@ -7,11 +7,8 @@ from typing import ClassVar
 
 from samtasks.checkpoints import CheckpointInfo
 from samtasks.modeling.frame import ImageFrame
-from samtasks.modeling.mask_decoder import MaskDecoder
-from samtasks.modeling.prompt_encoder import PromptEncoder
-from samtasks.modeling.sam import Sam
+from samtasks.modeling.sam import Sam, sam_for
 from samtasks.modeling.tiny_vit import TinyViT
-from samtasks.modeling.transformer import TwoWayTransformer
 
 
 @dataclass(frozen=True)
@@ -68,28 +65,6 @@ class MobileSamSpec:
             out_chans=self.prompt_embed_dim,
         )
 
-    def build_prompt_encoder(self) -> PromptEncoder:
-        grid = self.embedding_size
-        return PromptEncoder(
-            embed_dim=self.prompt_embed_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(self.image_size, self.image_size),
-            mask_in_chans=self.mask_in_chans,
-        )
-
-    def build_transformer(self) -> TwoWayTransformer:
-        return TwoWayTransformer(
-            depth=self.decoder_depth,
-            embedding_dim=self.prompt_embed_dim,
-            num_heads=self.decoder_num_heads,
-            mlp_dim=self.decoder_mlp_dim,
-        )
-
     def build(self) -> Sam:
         """An untrained model for this spec (on the current default device)."""
-        mask_decoder = MaskDecoder(
-            transformer_dim=self.prompt_embed_dim,
-            transformer=self.build_transformer(),
-            iou_head_hidden_dim=self.iou_head_hidden_dim,
-        )
-        return Sam(self.build_image_encoder(), self.build_prompt_encoder(), mask_decoder, frame=self.frame)
+        return sam_for(self, self.build_image_encoder())

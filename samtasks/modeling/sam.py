@@ -127,28 +127,40 @@ class SamSpec:
             out_chans=self.prompt_embed_dim,
         )
 
-    def build_prompt_encoder(self) -> PromptEncoder:
-        grid = self.embedding_size
-        return PromptEncoder(
-            embed_dim=self.prompt_embed_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(self.frame.prompt_size, self.frame.prompt_size),
-            mask_in_chans=self.mask_in_chans,
-        )
-
-    def build_transformer(self) -> TwoWayTransformer:
-        return TwoWayTransformer(
-            depth=self.decoder_depth,
-            embedding_dim=self.prompt_embed_dim,
-            num_heads=self.decoder_num_heads,
-            mlp_dim=self.decoder_mlp_dim,
-        )
-
     def build(self) -> Sam:
         """An untrained model for this spec (on the current default device; `meta` works)."""
-        mask_decoder = MaskDecoder(
-            transformer_dim=self.prompt_embed_dim,
-            transformer=self.build_transformer(),
-            iou_head_hidden_dim=self.iou_head_hidden_dim,
-        )
-        return Sam(self.build_image_encoder(), self.build_prompt_encoder(), mask_decoder, frame=self.frame)
+        return sam_for(self, self.build_image_encoder())
+
+
+def prompt_encoder_for(spec) -> PromptEncoder:
+    """SAM's prompt encoder for a spec with SAM's prompt fields (`prompt_embed_dim`, `mask_in_chans`,
+    `embedding_size`, `frame`): every family that keeps SAM's prompt encoder and decoder."""
+    grid = spec.embedding_size
+    return PromptEncoder(
+        embed_dim=spec.prompt_embed_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(spec.frame.prompt_size, spec.frame.prompt_size),
+        mask_in_chans=spec.mask_in_chans,
+    )
+
+
+def transformer_for(spec, *, norm_eps: float = 1e-5) -> TwoWayTransformer:
+    """SAM's two-way transformer for a spec with SAM's decoder fields (`decoder_depth`,
+    `decoder_num_heads`, `decoder_mlp_dim`, `prompt_embed_dim`)."""
+    return TwoWayTransformer(
+        depth=spec.decoder_depth,
+        embedding_dim=spec.prompt_embed_dim,
+        num_heads=spec.decoder_num_heads,
+        mlp_dim=spec.decoder_mlp_dim,
+        norm_eps=norm_eps,
+    )
+
+
+def sam_for(spec, image_encoder: nn.Module, *, norm_eps: float = 1e-5) -> Sam:
+    """`image_encoder` under SAM's prompt encoder and mask decoder, in `spec`'s frame."""
+    mask_decoder = MaskDecoder(
+        transformer_dim=spec.prompt_embed_dim,
+        transformer=transformer_for(spec, norm_eps=norm_eps),
+        iou_head_hidden_dim=spec.iou_head_hidden_dim,
+    )
+    return Sam(image_encoder, prompt_encoder_for(spec), mask_decoder, frame=spec.frame)

@@ -18,7 +18,7 @@ from samtasks.modeling.frame import DecoderOutput, ImageFrame
 from samtasks.modeling.mask_decoder_hq import MaskDecoderHQ
 from samtasks.modeling.mobile_sam import MobileSamSpec
 from samtasks.modeling.prompt_encoder import PromptEncoder
-from samtasks.modeling.sam import Sam, SamSpec
+from samtasks.modeling.sam import Sam, SamSpec, prompt_encoder_for, transformer_for
 
 
 class SamHQ(Sam):
@@ -119,8 +119,8 @@ class HqSpec:
         image_encoder = sam.build_image_encoder()
         mask_decoder = MaskDecoderHQ(
             transformer_dim=sam.prompt_embed_dim,
-            transformer=sam.build_transformer(),
+            transformer=transformer_for(sam),
             iou_head_hidden_dim=sam.iou_head_hidden_dim,
             vit_dim=image_encoder.early_dim,
         )
-        return SamHQ(image_encoder, sam.build_prompt_encoder(), mask_decoder, frame=sam.frame)
+        return SamHQ(image_encoder, prompt_encoder_for(sam), mask_decoder, frame=sam.frame)
