@@ -194,6 +194,17 @@ def test_batch_nms_stages_the_suppression(tiny_checkpoint, monkeypatch):
     with_logits = AutomaticMaskGenerator(predictor, keep_logits=True, **base).generate(image)
     assert (with_logits.low_res_logits[1] > 0).sum() == 100 and with_logits.low_res_logits[1][5, 6] > 0
 
+    def alone_scores_lower(points, labels, **kwargs):
+        out = predict_torch(points, labels, **kwargs)
+        if len(points) == 1:  # the lone re-decode of C: its IoU now falls below the threshold
+            out.iou_scores -= 0.1
+        return out
+
+    monkeypatch.setattr(predictor, "predict_torch", alone_scores_lower)
+    strict = AutomaticMaskGenerator(predictor, **{**base, "pred_iou_thresh": 0.65}).generate(image)
+    assert strict.predicted_iou.tolist() == pytest.approx([0.9, 0.7])  # A, C (D filtered)
+    np.testing.assert_array_equal(strict.masks()[1], c_mask)
+
 
 def test_small_pixel_chunks_give_the_same_masks(tiny_checkpoint, monkeypatch):
     """Large photos are processed a few masks (and padded crops) at a time; the masks are the same."""

@@ -334,6 +334,15 @@ class AutomaticMaskGenerator:
         frame = (points + np.array([x0, y0])).astype(np.float32)  # as `_process_batch` records points
         point = np.flatnonzero((frame == data.points[k]).all(1))[:1]
         again = self._process_batch(points[point], crop_box, image_size, batch_nms=False)
+        if not len(again):
+            # Decoded alone, a score exactly at a threshold can round the other way: take the point's
+            # masks unfiltered and pick the same one below.
+            strict = self.settings
+            self.settings = dataclasses.replace(strict, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            try:
+                again = self._process_batch(points[point], crop_box, image_size, batch_nms=False)
+            finally:
+                self.settings = strict
         # The same mask: same box, predicted IoU and stability up to float rounding across batch sizes.
         cost = np.abs(again.predicted_iou - data.predicted_iou[k]) + np.abs(
             again.stability_score - data.stability_score[k]
