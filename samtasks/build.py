@@ -313,7 +313,11 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, spec_
                 shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
         raise CheckpointError("; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
+    # The model takes the file's tensors (mapped by `load_state_dict`) instead of copying them, so its
+    # random initial weights are freed and the weights are never held twice; a file stored in another
+    # dtype is converted.
+    state_dict = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
 
 
 def build_sam(

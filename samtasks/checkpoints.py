@@ -9,6 +9,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,9 +178,16 @@ def resolve_checkpoint(checkpoint: str | Path | None, info: CheckpointInfo | Non
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Reads a state dict with `weights_only=True`, unwrapping `{"model": ...}` (SAM 2.1's files) and
-    `{"state_dict": ...}`; a truncated or foreign file is a CheckpointError."""
+    `{"state_dict": ...}`; a truncated or foreign file is a CheckpointError.
+
+    A zip-format file (what `torch.save` writes since torch 1.6, every official checkpoint) is memory
+    mapped, not read: its tensors' pages are read when first used, so a model that takes them over
+    (`build.load_weights`) holds its weights once, and keys it drops are never read. The mapping is
+    private (writes to the tensors do not reach the file), but overwriting the file in place while a
+    model built from it runs is undefined, as for any mapped file; a download replaces the file instead.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
         raise CheckpointError(
             f"cannot read checkpoint {path}: not a PyTorch .pth file, or cut short ({err.__class__.__name__}: {err})"

@@ -188,3 +188,25 @@ def test_local_path_is_loaded(tiny_checkpoint):
     reference = torch.load(tiny_checkpoint, weights_only=True)
     for key, value in model.state_dict().items():
         assert torch.equal(value, reference[key]), key
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's memory map (Linux)")
+def test_weights_are_the_mapped_file_not_a_copy(tiny_checkpoint):
+    model = build_sam("tiny", tiny_checkpoint)
+    regions = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(tiny_checkpoint)):
+            start, end = (int(v, 16) for v in line.split()[0].split("-"))
+            regions.append((start, end))
+    assert regions
+    for key, value in model.state_dict().items():
+        assert any(start <= value.data_ptr() < end for start, end in regions), key
+
+
+def test_half_precision_file_loads_as_float32(tmp_path, tiny_checkpoint):
+    reference = torch.load(tiny_checkpoint, weights_only=True)
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in reference.items()}, path)
+    weight = build_sam("tiny", path).state_dict()["mask_decoder.iou_token.weight"]
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight, reference["mask_decoder.iou_token.weight"].half().float())
