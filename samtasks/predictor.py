@@ -20,6 +20,7 @@ from torch import nn
 
 from samtasks.structures import MaskPrediction
 from samtasks.utils.image import load_image
+from samtasks.utils.memory import release_freed_memory
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -132,6 +133,8 @@ class SamPredictor:
             features = self._encode(batch)
         self._features = {key: value.float() for key, value in features.items()}
         self._images = [_ImageState(array.shape[:2]) for array in arrays]
+        del batch, features
+        release_freed_memory()  # the encoder's freed activations, before the decoder needs memory
 
     def reset_image(self) -> None:
         self._features = None
