@@ -3,6 +3,9 @@ the pipeline end to end with open_clip's real tokenizer and random weights."""
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -187,12 +190,33 @@ def test_clip_errors_name_model_and_tag():
         OpenClipEncoder("ViT-B-32", "nope")
 
 
-def test_offline_clip_names_the_flag(monkeypatch):
-    open_clip = pytest.importorskip("open_clip")
+def test_offline_clip_fails_at_once_naming_the_flag(monkeypatch, tmp_path):
+    """An unreachable hub and an empty cache: one probe, then the error, not the hub client's retries."""
+    pytest.importorskip("open_clip")
+    constants = pytest.importorskip("huggingface_hub.constants")
+    server = socket.create_server(("127.0.0.1", 0))  # accepts, then hangs up: no HTTP answer
+    connections = []
 
-    def offline(*args, **kwargs):
-        raise RuntimeError("couldn't connect to huggingface.co")
+    def hang_up():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            connections.append(1)
+            conn.close()
 
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
-    with pytest.raises(ValueError, match="pass its path with --clip-pretrained PATH"):
-        OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k")
+    threading.Thread(target=hang_up, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    try:
+        with pytest.raises(ValueError, match="pass its path with --clip-pretrained PATH") as err:
+            OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k", device="cpu")
+    finally:
+        server.close()
+    assert f"{endpoint}/laion/CLIP-ViT-B-32-laion2B-s34B-b79K cannot be reached" in str(err.value)
+    assert len(connections) == 1
+    assert constants.HF_HUB_OFFLINE is False

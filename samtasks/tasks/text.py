@@ -9,9 +9,14 @@ reused by every query on it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.client
 import logging
-from collections.abc import Sequence
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -88,12 +93,18 @@ class OpenClipEncoder:
         tags = open_clip.list_pretrained_tags_by_model(model)
         if pretrained is not None and pretrained not in tags and not Path(pretrained).is_file():
             raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {model}; known: {', '.join(tags)}")
+        source = _weights_source(open_clip, model, pretrained)
+        offline = source is not None and not _reachable(source)
         try:
-            net, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=self.device)
+            # Offline, a cached copy loads without a request and a missing one fails at once, not after
+            # the hub client's retries (about a minute).
+            with _hub_offline() if offline else contextlib.nullcontext():
+                net, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=self.device)
         except (RuntimeError, OSError) as err:  # open_clip wraps hub / network failures in RuntimeError
+            reason = f"{source} cannot be reached and open_clip's cache has no copy" if offline else str(err)
             raise ValueError(
-                f"cannot load CLIP weights {model}/{pretrained}: {err}. open_clip downloads them into its cache "
-                "on first use, which needs network; offline, download the weights file by hand and pass its path with "
+                f"cannot load CLIP weights {model}/{pretrained}: {reason}. open_clip downloads them into its cache on "
+                "first use, which needs network; offline, download the weights file by hand and pass its path with "
                 "--clip-pretrained PATH (`pretrained=` in the API)"
             ) from err
         self.model = net.eval()
@@ -120,6 +131,44 @@ class OpenClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts)).to(self.device)
         return torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+
+def _weights_source(open_clip, model: str, pretrained: str | None) -> str | None:
+    """Where open_clip downloads `pretrained`'s weights from (its hub repository, else its URL); None
+    for no weights or a local file."""
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+    if cfg.get("hf_hub") and open_clip.pretrained.has_hf_hub():
+        from huggingface_hub import constants
+
+        return f"{constants.ENDPOINT}/{os.path.dirname(cfg['hf_hub'])}"
+    return cfg.get("url") or None
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether `url`'s server gives any HTTP answer within `timeout` seconds (through the environment's
+    proxies)."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub's offline mode (its `HF_HUB_OFFLINE`) while the block runs."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def mask_crop(
