@@ -393,6 +393,25 @@ def test_suite_end_to_end_with_a_missing_dataset(tmp_path, tiny_checkpoint, rng)
     assert main([*argv, "--datasets", "nope"]) == 1
 
 
+def test_suite_with_a_failed_image_exits_1_naming_it(tmp_path, tiny_checkpoint):
+    data = tmp_path / "data"
+    write_dataset(data / "shapes", 2)
+    broken = sorted((data / "shapes" / "val2017").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    config_path = tmp_path / "suite.yaml"
+    config_path.write_text(
+        "model: {name: tiny, checkpoint: " + str(tiny_checkpoint) + "}\n"
+        "task: {max_clicks: 2}\n"
+        "datasets:\n"
+        "  shapes: {format: coco, images: shapes/val2017, annotations: shapes/annotations.json}\n"
+    )
+    argv = ["bench", "single-point", "--data", str(data), "--config", str(config_path), "--out", str(tmp_path / "out")]
+    assert main([*argv, "-q"]) == 1
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    (failed,) = summary["failed"]["shapes"]
+    assert broken.name in failed["error"] and summary["datasets"]["shapes"]["objects"] > 0
+
+
 def test_suite_under_torchrun_shares_one_process_group(tmp_path, tiny_checkpoint, rng):
     """Two datasets in one 2-process torchrun run: both evaluated, the same numbers as 1 process."""
     import os

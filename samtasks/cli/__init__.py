@@ -201,6 +201,14 @@ def _bench_single_point(args: argparse.Namespace) -> int:
     if summary is not None:
         print(format_table(summary))
         print(f"results in {Path(args.out) / 'results.json'}")
+        if summary["failed"]:
+            logger.warning(
+                "failed images (rerun to retry them): %s",
+                "; ".join(
+                    f"{name}: {', '.join(str(r['image_id']) for r in rows)}" for name, rows in summary["failed"].items()
+                ),
+            )
+            return 1
     return 0
 
 

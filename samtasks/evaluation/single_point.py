@@ -139,13 +139,14 @@ def run_suite(
     progress: bool = True,
 ) -> dict | None:
     """Runs every present dataset into `out/<name>/`, then writes `out/results.json` (per-dataset
-    metrics and their unweighted mean) and `out/miou_vs_clicks.png`; returns the results on rank 0."""
+    metrics and their unweighted mean, images that failed per dataset) and `out/miou_vs_clicks.png`;
+    returns the results on rank 0."""
     root, out = Path(root), Path(out)
     names = list(config.datasets) if datasets is None else list(datasets)
     unknown = [n for n in names if n not in config.datasets]
     if unknown:
         raise ConfigError(f"unknown dataset(s) {', '.join(unknown)}; the config lists {', '.join(config.datasets)}")
-    per_dataset, skipped = {}, {}
+    per_dataset, skipped, failed = {}, {}, {}
     for name in names:
         missing = [p for p in config.entry(name).required_paths(root) if not p.exists()]
         if missing:
@@ -161,6 +162,8 @@ def run_suite(
         result = run_benchmark(benchmark, out / name, limit=limit, device=device, progress=progress)
         if result is not None:
             per_dataset[name] = result["metrics"]
+            if result["failed"]:
+                failed[name] = result["failed"]
     if DistInfo.from_env().rank != 0:
         return None
     keys = sorted({k for m in per_dataset.values() for k in m if k != "objects"}, key=_key_order)
@@ -172,6 +175,7 @@ def run_suite(
         "datasets": per_dataset,
         "mean_over_datasets": mean,
         "skipped": skipped,
+        "failed": failed,
         "limit": limit,
         "config": to_dict(config),
     }
