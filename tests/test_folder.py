@@ -300,3 +300,33 @@ def test_detections_that_match_nothing_are_reported(same_stem, tmp_path, tiny_ch
     assert main([*argv, str(tiny_checkpoint), "--out", str(tmp_path / "out"), "-q"]) == 0
     assert "all 1 boxes of image x.png lie outside its 50x40 pixels" in caplog.text
     assert f"no box of {boxes} fell on any of the 2 images" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_label_one_folder_as_shards(tmp_path, tiny_checkpoint):
+    """`proposals` on 2 torchrun ranks: the same files as 1 process, each rank's records its own share."""
+    names = ["a.png", "b.jpg", "c.png"]
+    folder = _images(tmp_path / "in", names)
+    command = ["proposals", str(folder), "--set", "points_per_side=2", "--sam", "tiny"]
+    command += ["--sam-checkpoint", str(tiny_checkpoint), "--device", "cpu", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for out, prefix in {"one": [sys.executable], "two": torchrun}.items():
+        done = subprocess.run(
+            [*prefix, "-m", "samtasks.cli", *command, "--out", str(tmp_path / out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name in names:
+        for output in (f"{name}.json", f"{name}_overlay.png"):
+            assert (tmp_path / "two" / output).read_bytes() == (tmp_path / "one" / output).read_bytes()
+    records = tmp_path / "two" / "records" / "proposals"
+    shards = {
+        rank: [json.loads(line)["image_id"] for line in (records / f"rank{rank}.jsonl").read_text().splitlines()]
+        for rank in (0, 1)
+    }
+    assert shards == {0: ["a.png", "c.png"], 1: ["b.jpg"]}
+    assert (tmp_path / "two" / ".lock").is_file() and (tmp_path / "two" / ".lock.rank1").is_file()
