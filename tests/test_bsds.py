@@ -13,6 +13,7 @@ from scipy.io import savemat
 from samtasks.data.bsds import BsdsDataset, load_boundaries
 from samtasks.data.coco import DatasetError
 from samtasks.metrics import bsds
+from samtasks.utils import thinning
 
 GOLDEN = Path(__file__).parent / "golden" / "bsds500-bench"
 
@@ -35,7 +36,7 @@ def test_thin_matches_the_documented_matlab_example():
     expected = np.zeros((7, 7), bool)
     expected[0, 1] = expected[1, 2] = True
     expected[2:5, 3] = True
-    np.testing.assert_array_equal(bsds.thin(square), expected)
+    np.testing.assert_array_equal(thinning.thin(square), expected)
 
 
 def test_thin_two_pixel_lines_and_blobs():
@@ -43,7 +44,7 @@ def test_thin_two_pixel_lines_and_blobs():
 
     line = np.zeros((8, 20), bool)
     line[3:5, 2:18] = True  # 2 px thick
-    out = bsds.thin(line)
+    out = thinning.thin(line)
     assert out.sum(0)[3:17].max() == 1  # one pixel thick along its length
     assert out[:, 3:17].any(0).all()  # and still spans it
     assert label(out, connectivity=2).max() == 1
@@ -51,18 +52,18 @@ def test_thin_two_pixel_lines_and_blobs():
     ring = np.zeros((20, 20), bool)
     ring[3:17, 3:17] = True
     ring[8:12, 8:12] = False  # a hole: thins to a closed loop
-    out = bsds.thin(ring)
+    out = thinning.thin(ring)
     assert euler_number(out, connectivity=2) == euler_number(ring, connectivity=2) == 0
     assert out.sum() < ring.sum() / 3
 
     disc = np.hypot(*np.mgrid[-8:9, -8:9]) <= 7  # a blob without holes shrinks to a connected stroke
-    out = bsds.thin(disc)
+    out = thinning.thin(disc)
     assert 0 < out.sum() <= 3 and label(out, connectivity=2).max() == 1
 
     single = np.zeros((5, 5), bool)
     single[2, 2] = True
-    np.testing.assert_array_equal(bsds.thin(single), single)
-    assert not bsds.thin(np.zeros((4, 4), bool)).any()
+    np.testing.assert_array_equal(thinning.thin(single), single)
+    assert not thinning.thin(np.zeros((4, 4), bool)).any()
 
 
 def test_thin_equals_the_matlab_port_of_pyedgeeval():
@@ -78,7 +79,7 @@ def test_thin_equals_the_matlab_port_of_pyedgeeval():
             if np.array_equal(step, ref):
                 break
             ref = step
-        np.testing.assert_array_equal(bsds.thin(x), ref)
+        np.testing.assert_array_equal(thinning.thin(x), ref)
 
 
 # --- matching ----------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def test_thresholds_and_thinning_in_counts():
     thick = bsds.evaluate_image(pred, [b], n_thresholds=3, thinning=False)
     thin = bsds.evaluate_image(pred, [b], n_thresholds=3)
     assert thick.sum_p.tolist() == [60, 60, 0]
-    one = int(bsds.thin(pred >= 0.5).sum())
+    one = int(thinning.thin(pred >= 0.5).sum())
     assert thin.sum_p.tolist() == [one, one, 0] and 28 <= one <= 30
     np.testing.assert_allclose(bsds.thresholds(3), [0.25, 0.5, 0.75])
 
@@ -316,7 +317,7 @@ def test_reused_components_give_the_per_threshold_solution():
     gts = load_boundaries(GOLDEN / "groundTruth" / "3063.mat")
     counts = bsds.evaluate_image(prob, gts, n_thresholds=9)
     for k, t in enumerate(counts.thresholds):
-        edges = bsds.thin(prob >= t)
+        edges = thinning.thin(prob >= t)
         matches = [bsds.correspond_pixels(edges, b) for b in gts]
         assert counts.cnt_r[k] == sum(int(m.boundary.sum()) for m in matches)
         union = np.logical_or.reduce([m.edges for m in matches])

@@ -17,8 +17,9 @@ from samtasks.data import CocoDataset, DatasetError
 from samtasks.data.masks import annotation_mask, sample_masks
 from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.structures import Sample
-from samtasks.tasks.single_point import center_point, mask_iou
+from samtasks.tasks.single_point import center_point
 from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
+from samtasks.utils.masks import mask_iou
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from samtasks.tasks.amg import (
     preset_with_overrides,
 )
 from samtasks.utils.settings import check_field_types
+from samtasks.utils.thinning import thin
 
 CHOICES = {
     "sobel_padding": ("replicate", "zeros"),
@@ -258,8 +259,6 @@ def suppress(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
 
 def _suppress_whole(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
     if settings.suppression == "thin":
-        from samtasks.metrics.bsds import thin
-
         return edges * thin(edges > 0)
     smoothed = conv_tri(edges, settings.smooth_radius, border=settings.smooth_border)
     return edge_nms(

@@ -29,6 +29,7 @@ import torch
 from scipy import ndimage
 
 from samtasks.predictor import SamPredictor
+from samtasks.utils.masks import mask_iou
 
 FIRST_POINTS = ("center", "random")
 
@@ -83,14 +84,6 @@ def next_click(
     positive = bool(fn_max > fp_max)
     y, x = np.unravel_index(int(np.argmax(fn if positive else fp)), gt.shape)
     return int(x), int(y), positive
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """IoU of two `bool [H, W]` masks, pixels in `ignore` left out; 1.0 when both are empty."""
-    if ignore is not None:
-        pred, gt = pred & ~ignore, gt & ~ignore
-    union = np.count_nonzero(pred | gt)
-    return float(np.count_nonzero(pred & gt) / union) if union else 1.0
 
 
 @dataclass
