@@ -134,7 +134,7 @@ def test_gt_masks_as_predictions_give_ap_one(tmp_path):
     lvis_ann = write_dataset(tmp_path / "lvis", 3, lvis=True)
     for metric, path in ((CocoMaskAP(ann), ann), (LvisMaskAP(lvis_ann), lvis_ann)):
         for image_id, anns in _by_image(path).items():
-            metric.update(image_id, [{**a, "score": 1.0} for a in anns])
+            metric.update([{**a, "score": 1.0} for a in anns], image_id)
         values = metric.compute()
         assert values["AP"] == pytest.approx(1.0) and values["AP50"] == pytest.approx(1.0)
 

@@ -222,7 +222,7 @@ def test_click_sessions_equal_the_reference_sessions(rng):
 
 def test_click_metrics_hand_computed():
     m = ClickMetrics(clicks_at=(1, 2, 3), noc_thresholds=(0.85, 0.9), noc_max_clicks=3)
-    m.update([[0.5, 0.86, 0.95], [0.9, 0.91, 0.92], [0.1, 0.2, 0.3]], [0.6, 0.95, 0.4])
+    m.add({"ious": [[0.5, 0.86, 0.95], [0.9, 0.91, 0.92], [0.1, 0.2, 0.3]], "oracle": [0.6, 0.95, 0.4]})
     out = m.compute()
     assert out["mIoU@1"] == pytest.approx(0.5) and out["mIoU@3"] == pytest.approx((0.95 + 0.92 + 0.3) / 3)
     assert out["oracle_mIoU@1"] == pytest.approx(0.65)
@@ -236,9 +236,9 @@ def test_click_metrics_hand_computed():
     # The same means in any record order (sharded runs): (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1 in floats.
     forward, backward = ClickMetrics(clicks_at=(1,)), ClickMetrics(clicks_at=(1,))
     for ious in ([0.1], [0.2], [0.3]):
-        forward.update([ious], ious)
+        forward.add({"ious": [ious], "oracle": ious})
     for ious in ([0.3], [0.2], [0.1]):
-        backward.update([ious], ious)
+        backward.add({"ious": [ious], "oracle": ious})
     assert forward.compute() == backward.compute()
 
 
@@ -256,7 +256,7 @@ def test_noc_and_nof_equal_the_reference_rule(rng):
     for _ in range(20):
         ious = np.where(rng.random((30, 6)) < 0.3, rng.choice(near, (30, 6)), rng.random((30, 6)))
         metric = ClickMetrics(clicks_at=(1,), noc_max_clicks=5)
-        metric.update(ious, np.zeros(30))
+        metric.add({"ious": ious, "oracle": np.zeros(30)})
         out = metric.compute()
         for t in (0.85, 0.9):
             noc = np.array([_reference_noc(row, t, 5) for row in ious])
@@ -285,7 +285,7 @@ def test_records_decide_thresholds_as_the_raw_ious(tmp_path, rng):
     record = json.loads(json.dumps(benchmark.process(benchmark.samples()[0])))
     assert record["ious"] == ious.tolist()
     raw = ClickMetrics(config.clicks_at)
-    raw.update(ious, ious[:, 0])
+    raw.add({"ious": ious, "oracle": ious[:, 0]})
     expected = raw.compute()
     assert benchmark.evaluate(iter([record])) == expected
     assert expected["NoC@85"] == 20 and expected["NoF@85"] == 2 and expected["NoC@90"] == 20

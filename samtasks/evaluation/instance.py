@@ -65,11 +65,10 @@ class InstanceBenchmark:
         annotations, images = config.data.resolve(root)
         if name == "lvis-instance":
             self.dataset = LvisDataset(annotations, images)
-            self.metric_type = LvisMaskAP
+            self.metric: CocoMaskAP | LvisMaskAP = LvisMaskAP(annotations, config.max_dets)
         else:
             self.dataset = CocoDataset(annotations, images)
-            self.metric_type = CocoMaskAP
-        self.annotations = annotations
+            self.metric = CocoMaskAP(annotations, config.max_dets)
         det = config.detector
         if det.detections is not None:
             path = Path(det.detections)
@@ -114,10 +113,10 @@ class InstanceBenchmark:
         return {"detections": len(instances), "results": results}
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        metric = self.metric_type(self.annotations, self.config.max_dets)
+        self.metric.reset()
         count = total = 0
         for record in records:
-            metric.update(record["image_id"], record["results"])
+            self.metric.add({"image_id": record["image_id"], "results": record["results"]})
             count += 1
             total += record["detections"]
-        return {**metric.compute(), "detections_per_image": total / max(1, count)}
+        return {**self.metric.compute(), "detections_per_image": total / max(1, count)}

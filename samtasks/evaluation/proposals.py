@@ -56,7 +56,7 @@ class ProposalsBenchmark:
         results = [
             {"segmentation": r, "score": float(s)} for r, s in zip(proposals.masks.rles, proposals.scores, strict=True)
         ]
-        record = {"num_proposals": len(proposals), "stats": self.metric.image_stats(sample, results)}
+        record = {"num_proposals": len(proposals), "stats": self.metric.image_stats(results, sample)}
         if self.config.save_proposals:
             record["proposals"] = results
         return record
@@ -65,7 +65,7 @@ class ProposalsBenchmark:
         self.metric.reset()
         count = total = 0
         for record in records:
-            self.metric.update(record["stats"])
+            self.metric.add(record["stats"])
             count += 1
             total += record["num_proposals"]
         return {**self.metric.compute(), "proposals_per_image": total / max(1, count)}

@@ -87,6 +87,7 @@ class SinglePointBenchmark:
         self.name = name
         self.config = config
         self.dataset = config.entry(name).open(Path(root))
+        self.metric = ClickMetrics(config.clicks_at, noc_max_clicks=20)
         self.evaluator: ClickEvaluator | None = None
 
     def samples(self) -> list[Sample]:
@@ -108,24 +109,21 @@ class SinglePointBenchmark:
         )
 
     def process(self, sample: Sample) -> dict:
-        """One image's record. IoUs are kept at full float64 precision (JSON floats round-trip exactly), so
-        the records decide every threshold as the raw IoUs do. An object entirely inside the ignore region
-        has no pixel to click or score and is left out (`object_ids` lists the evaluated objects)."""
+        """One image's record: the metric's stats. An object entirely inside the ignore region has no pixel
+        to click or score and is left out (`object_ids` lists the evaluated objects)."""
         masks, ignore, anns = sample_masks(sample)
         keep = (masks & ~ignore).any((1, 2))
         result = self.evaluator.evaluate(sample.load_image(), masks[keep], ignore if ignore.any() else None)
         return {
             "object_ids": [a.get("id") for a, kept in zip(anns, keep, strict=True) if kept],
-            "ious": result.ious.tolist(),
-            "oracle": result.oracle_iou.tolist(),
+            **self.metric.image_stats(result),
         }
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        metric = ClickMetrics(self.config.clicks_at, noc_max_clicks=20)
+        self.metric.reset()
         for record in records:
-            if record["ious"]:
-                metric.update(record["ious"], record["oracle"])
-        return metric.compute()
+            self.metric.add({"ious": record["ious"], "oracle": record["oracle"]})
+        return self.metric.compute()
 
 
 def run_suite(
