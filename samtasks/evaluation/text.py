@@ -1,7 +1,7 @@
 """Text-to-mask benchmark (ours; the paper reports no number): on COCO, every category present in an
-image is a query; the score is the IoU of the returned mask with the best-matching instance of that
-category, without and with a simulated point fix. `pairs` replaces COCO with user-supplied
-(image, phrase, mask) triples."""
+image is a query, scored by `samtasks.metrics.text` (the IoU of the returned mask with the best-matching
+instance of that category, without and with a simulated point fix). `pairs` replaces COCO with
+user-supplied (image, phrase, mask) triples."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import numpy as np
 from samtasks.data import CocoDataset, DatasetError
 from samtasks.data.masks import annotation_mask, sample_masks
 from samtasks.evaluation.config import DataConfig, ModelConfig
+from samtasks.metrics.text import TextMetrics, point_fix_target
 from samtasks.structures import Sample
 from samtasks.tasks.single_point import center_point
 from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
-from samtasks.utils.masks import mask_iou
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class TextBenchmark:
         else:
             self.dataset = CocoDataset(*config.data.resolve(root))
             self._samples = None
+        self.metric = TextMetrics(per_key=self.dataset is not None)  # user pairs: one mIoU over all
         self.segmenter: TextSegmenter | None = None
 
     def samples(self) -> list[Sample]:
@@ -115,33 +116,18 @@ class TextBenchmark:
 
     def process(self, sample: Sample) -> dict:
         image = sample.load_image()
-        out = []
-        for key, phrase, targets in self._queries(sample):
-            result = self.segmenter.query(image, phrase)
-            pred = result.mask if result.mask is not None else np.zeros(image.shape[:2], bool)
-            ious = [mask_iou(pred, t) for t in targets]
-            entry = {"key": key, "phrase": phrase, "iou": max(ious)}
+        answers, fixed, targets, phrases = {}, {}, {}, {}
+        for key, phrase, masks in self._queries(sample):
+            answers[key] = self.segmenter.query(image, phrase).mask
+            targets[key], phrases[key] = masks, phrase
             if self.config.task.point_fix:
-                # The click a user would give: the center of the instance the answer overlaps most
-                # (the largest instance when it overlaps none).
-                target = targets[int(np.argmax(ious))] if max(ious) > 0 else max(targets, key=np.count_nonzero)
-                fixed = self.segmenter.query(image, phrase, point=center_point(target))
-                entry["iou_point"] = max(mask_iou(fixed.mask, t) for t in targets) if fixed.mask is not None else 0.0
-            out.append(entry)
-        return {"queries": out}
+                point = center_point(point_fix_target(answers[key], masks))
+                fixed[key] = self.segmenter.query(image, phrase, point=point).mask
+        stats = self.metric.image_stats(answers, targets, fixed if self.config.task.point_fix else None)
+        return {"queries": [{"key": q["key"], "phrase": phrases[q["key"]], **q} for q in stats["queries"]]}
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        per_key: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        self.metric.reset()
         for record in records:
-            for q in record["queries"]:
-                per_key[q["key"] if self.dataset is not None else "pairs"].append((q["iou"], q.get("iou_point")))
-        everything = [v for values in per_key.values() for v in values]
-        if not everything:
-            return {"queries": 0}
-        metrics: dict[str, float] = {"queries": len(everything), "mIoU": float(np.mean([v[0] for v in everything]))}
-        if self.config.task.point_fix:
-            metrics["mIoU_point"] = float(np.mean([v[1] for v in everything]))
-        if self.dataset is not None:
-            for key, values in sorted(per_key.items()):
-                metrics[f"mIoU/{key}"] = float(np.mean([v[0] for v in values]))
-        return metrics
+            self.metric.add({"queries": record["queries"]})
+        return self.metric.compute()
