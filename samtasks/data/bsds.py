@@ -1,31 +1,12 @@
 """BSDS500: `images/<split>/<id>.jpg` with `groundTruth/<split>/<id>.mat` (a 1xK cell of annotators, each
-a struct with `Segmentation` and `Boundaries`)."""
+a struct with `Segmentation` and `Boundaries`, read by `samtasks.metrics.bsds.load_boundaries`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from samtasks.data.coco import DatasetError
 from samtasks.structures import Sample
-
-
-def load_boundaries(path: str | Path) -> list[np.ndarray]:
-    """The annotators' boundary maps of a BSDS `groundTruth/<id>.mat`: `bool [H, W]` each."""
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"ground truth not found: {path}")
-    try:
-        cells = loadmat(str(path))["groundTruth"][0]
-        return [np.asarray(cell["Boundaries"][0][0], bool) for cell in cells]
-    except (OSError, KeyError, ValueError, IndexError, TypeError, MatReadError) as err:
-        raise DatasetError(
-            f"cannot read BSDS ground truth {path} (needs a groundTruth cell of Boundaries): {err}"
-        ) from err
 
 
 class BsdsDataset:
