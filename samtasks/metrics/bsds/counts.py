@@ -132,5 +132,6 @@ def _copy_counts(counts: ImageCounts, k: int) -> None:
 
 
 def ratio(a, b):
+    """`a / b` elementwise, 0 where `b` is 0 (a recall or precision with nothing to count)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return a / (b + (b == 0))
