@@ -87,6 +87,6 @@ class EdgeMap:
 
     def save(self, path) -> Path:
         """An 8-bit PNG (the BSDS benchmark's input format)."""
-        from samtasks.tasks.edges import save_edge_map
+        from samtasks.utils.image import save_edge_map
 
         return save_edge_map(path, self.edges, quantize=self.quantize)
