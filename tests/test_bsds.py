@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from samtasks.data import DatasetError
 from samtasks.data.bsds import BsdsDataset, load_boundaries
-from samtasks.data.coco import DatasetError
 from samtasks.metrics import bsds
 
 GOLDEN = Path(__file__).parent / "golden" / "bsds500-bench"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samtasks.data.coco import DatasetError
+from samtasks.data.errors import DatasetError
 from samtasks.structures import Sample
 
 

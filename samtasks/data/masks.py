@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from samtasks.data.coco import DatasetError
+from samtasks.data.errors import DatasetError
 from samtasks.structures import Sample
 from samtasks.utils.image import IMAGE_SUFFIXES
 
