@@ -35,6 +35,7 @@ from samtasks.evaluation.config import ConfigError, changed_keys, describe_chang
 from samtasks.predictor import resolve_device
 from samtasks.structures import Sample
 from samtasks.utils.files import FolderLock, prepare_folder, write_text
+from samtasks.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -314,14 +315,3 @@ def barrier(dist: DistInfo) -> None:
         import torch.distributed as torch_dist
 
         torch_dist.barrier()
-
-
-def progress_bar(items, enabled: bool, name: str, total: int | None = None):
-    """`items` (a list, or any iterable of `total` items) wrapped in a tqdm bar (images/s, ETA) when
-    enabled and there is more than one."""
-    total = len(items) if total is None else total
-    if not enabled or total < 2:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=name, unit="img", dynamic_ncols=True)
