@@ -17,8 +17,8 @@ from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_ma
 from samtasks.evaluation import load_config
 from samtasks.evaluation.single_point import SinglePointBenchmark, SinglePointSuiteConfig, run_suite
 from samtasks.metrics.single_point import ClickMetrics
-from samtasks.structures import MaskPrediction, Sample
-from samtasks.tasks.single_point import ClickEvaluator, ClickResult, center_point, mask_iou, next_click
+from samtasks.structures import ClickResult, MaskPrediction, Sample
+from samtasks.tasks.single_point import ClickEvaluator, center_point, mask_iou, next_click
 
 from .conftest import random_image
 from .synthetic import write_dataset

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from samtasks import SamPredictor, build_sam
-from samtasks.tasks.amg import GeneratedMasks
+from samtasks.structures import GeneratedMasks
 from samtasks.tasks.text import OpenClipEncoder, TextSegmenter, mask_crop
 from samtasks.utils.masks import encode_rle, masks_to_boxes
 

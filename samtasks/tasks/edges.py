@@ -19,12 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from samtasks.predictor import SamPredictor
-from samtasks.structures import EdgeMap
+from samtasks.structures import EdgeMap, GeneratedMasks
 from samtasks.tasks.amg import (
     CHUNK_PIXELS,
     AmgSettings,
     AutomaticMaskGenerator,
-    GeneratedMasks,
     preset_settings,
     preset_with_overrides,
 )

@@ -22,13 +22,12 @@ point and the batched lockstep of all objects of an image (one decoder call per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy import ndimage
 
 from samtasks.predictor import SamPredictor
+from samtasks.structures import ClickResult
 
 FIRST_POINTS = ("center", "random")
 
@@ -91,15 +90,6 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None)
         pred, gt = pred & ~ignore, gt & ~ignore
     union = np.count_nonzero(pred | gt)
     return float(np.count_nonzero(pred & gt) / union) if union else 1.0
-
-
-@dataclass
-class ClickResult:
-    """Per object, the IoU after each click."""
-
-    ious: np.ndarray  # float64 [K, N]: IoU with the ground truth after clicks 1..N (default answer)
-    oracle_iou: np.ndarray  # float64 [K]: best of the 3 first-click masks against the ground truth
-    clicks: np.ndarray  # int64 [K, N, 3]: (x, y, positive) of each click, -1 once no error pixel is left
 
 
 class ClickEvaluator:
