@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from samtasks.data.bsds import BsdsDataset, load_boundaries
 from samtasks.evaluation.config import ModelConfig
 from samtasks.metrics.bsds import BoundaryBenchmark, ImageCounts, evaluate_image, load_prediction
@@ -53,8 +55,10 @@ class EdgesBenchmark:
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
-        self.detector = EdgeDetector(self.config.model.predictor(device), self.config.task)
+    def setup(self, device: str | None) -> torch.device:
+        predictor = self.config.model.predictor(device)
+        self.detector = EdgeDetector(predictor, self.config.task)
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
         result = self.detector.detect(sample.load_image())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from samtasks.data import CocoDataset, DatasetError
 from samtasks.data.masks import annotation_mask, sample_masks
@@ -91,12 +92,13 @@ class TextBenchmark:
     def samples(self) -> list[Sample]:
         return self._samples if self._samples is not None else list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
+    def setup(self, device: str | None) -> torch.device:
         clip, task = self.config.clip, self.config.task
-        encoder = OpenClipEncoder(clip.model, clip.pretrained, device=device)
-        self.segmenter = TextSegmenter(
-            self.config.model.predictor(device), encoder, margin=task.margin, enlarge=task.enlarge, **task.amg
-        )
+        where = self.config.model.torch_device(device)
+        encoder = OpenClipEncoder(clip.model, clip.pretrained, device=where)
+        predictor = self.config.model.predictor(where)
+        self.segmenter = TextSegmenter(predictor, encoder, margin=task.margin, enlarge=task.enlarge, **task.amg)
+        return predictor.device
 
     def _queries(self, sample: Sample) -> list[tuple[str, str, list[np.ndarray]]]:
         """(key, phrase, target masks) per query of the image."""

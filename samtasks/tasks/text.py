@@ -22,6 +22,7 @@ from PIL import Image
 from samtasks.predictor import SamPredictor
 from samtasks.structures import TextCandidates, TextResult
 from samtasks.tasks.amg import AutomaticMaskGenerator
+from samtasks.utils.device import resolve_device
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, xyxy_to_xywh
 from samtasks.utils.optional import import_optional
@@ -70,6 +71,7 @@ class OpenClipEncoder:
         model: open_clip architecture name (default "ViT-B-32"; the paper's is "ViT-L-14-336").
         pretrained: open_clip pretrained tag, downloaded by open_clip on first use; None gives random
             weights (tests).
+        device: "cpu", "cuda:0", "mps", ... or None for the best available (`resolve_device`).
         batch_size: crops per image-tower call.
     """
 
@@ -82,7 +84,7 @@ class OpenClipEncoder:
         batch_size: int = 64,
     ) -> None:
         open_clip = import_optional("open_clip", "clip", "text prompts")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if model not in open_clip.list_models():
             raise ValueError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
         tags = open_clip.list_pretrained_tags_by_model(model)
