@@ -37,7 +37,7 @@ class MaskPrediction:
 class Sample:
     """One image of a dataset with its ground truth; the image is read only by `load_image()`."""
 
-    image_id: int
+    image_id: int | str  # the dataset's id (COCO), or the file's name or path relative to the dataset root
     path: Path  # the image file
     height: int
     width: int

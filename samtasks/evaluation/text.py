@@ -48,7 +48,8 @@ class TextBenchConfig:
 
 
 def read_pairs(path: Path, root: Path) -> list[Sample]:
-    """User triples grouped by image: `mask` is a PNG path (nonzero = object) or a COCO RLE."""
+    """User triples grouped by image: `mask` is a PNG path (nonzero = object) or a COCO RLE. An image is
+    known by its path as the file gives it, so its records stay its own when entries are added."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -64,14 +65,14 @@ def read_pairs(path: Path, root: Path) -> list[Sample]:
     from PIL import Image
 
     samples = []
-    for i, (image, anns) in enumerate(by_image.items()):
+    for image, anns in by_image.items():
         file = root / image
         try:
             with Image.open(file) as pil:
                 w, h = pil.size
         except OSError as err:
             raise DatasetError(f"{path}: cannot read image {file}: {err}") from err
-        samples.append(Sample(image_id=i, path=file, height=h, width=w, annotations=tuple(anns)))
+        samples.append(Sample(image_id=image, path=file, height=h, width=w, annotations=tuple(anns)))
     return samples
 
 
