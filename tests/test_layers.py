@@ -18,7 +18,7 @@ ALLOWED = {
     "metrics": {BASE},
     "modeling": {BASE},  # modeling/, build.py and checkpoints.py
     "predictor": {"modeling", BASE},
-    "tasks": {"predictor", "modeling", BASE},
+    "tasks": {"predictor", BASE},  # adapters see the model only through the predictor
     "evaluation": {"tasks", "predictor", "modeling", "data", "metrics", BASE},
     "api": {"predictor", "modeling", BASE},  # samtasks/__init__.py: the public core
     "cli": {"api", "evaluation", "tasks", "predictor", "modeling", "data", "metrics", BASE},
