@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from samtasks.data import DatasetError
 from samtasks.data.bsds import BsdsDataset
-from samtasks.data.coco import DatasetError
 from samtasks.metrics import bsds
 from samtasks.metrics.bsds import load_boundaries
 from samtasks.utils import thinning

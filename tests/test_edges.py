@@ -16,6 +16,7 @@ from samtasks import SamPredictor, build_sam
 from samtasks.cli import main
 from samtasks.metrics.bsds import load_prediction
 from samtasks.tasks import edges as E
+from samtasks.utils.image import save_edge_map
 
 from .conftest import random_image
 
@@ -149,12 +150,12 @@ def test_settings_validation():
 
 def test_png_round_trip(tmp_path):
     edges = np.random.default_rng(0).random((7, 9))
-    path = E.save_edge_map(tmp_path / "sub" / "m.png", edges)
+    path = save_edge_map(tmp_path / "sub" / "m.png", edges)
     with Image.open(path) as image:
         assert image.mode == "L"
     np.testing.assert_allclose(load_prediction(path), np.round(edges * 255) / 255)
     with pytest.raises(ValueError, match="finite"):
-        E.save_edge_map(tmp_path / "x.png", np.full((2, 2), np.nan))
+        save_edge_map(tmp_path / "x.png", np.full((2, 2), np.nan))
 
 
 # --- commands ----------------------------------------------------------------------------------------

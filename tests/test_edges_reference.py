@@ -26,7 +26,7 @@ from samtasks.evaluation import load_config
 from samtasks.evaluation.edges import EdgesBenchConfig
 from samtasks.structures import EdgeMap
 from samtasks.tasks import edges as E
-from samtasks.utils.image import load_image
+from samtasks.utils.image import load_image, save_edge_map
 
 ROOT = Path(__file__).resolve().parents[1]
 BSDS_IMAGE = ROOT / "tests" / "golden" / "bsds500-bench" / "images" / "2018.jpg"
@@ -144,7 +144,7 @@ def test_floor_quantization(tmp_path):
         path = EdgeMap(edges, 1, quantize=quantize).save(tmp_path / f"{quantize}.png")
         np.testing.assert_array_equal(np.asarray(Image.open(path)), [levels])
     with pytest.raises(ValueError, match="quantize must be one of"):
-        E.save_edge_map(tmp_path / "x.png", edges, quantize="ceil")
+        save_edge_map(tmp_path / "x.png", edges, quantize="ceil")
 
 
 # --- presets and configs --------------------------------------------------------------------------------

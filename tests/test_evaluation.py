@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from samtasks.cli import main
 from samtasks.evaluation import ConfigError, ResultsStore, benchmarks, load_config, run_benchmark
@@ -154,6 +155,17 @@ def test_limit_failed_images_and_config_mismatch(bench_setup):
     assert result["images"] == 4 and len(result["failed"]) == 1
     with pytest.raises(ValueError, match="--limit must be >= 0"):
         run_benchmark(bench, tmp / "out", limit=-2, progress=False)
+
+
+def test_results_name_the_device_the_model_is_on(bench_setup, monkeypatch):
+    tmp, config = bench_setup
+    # The best available device is not the one the config asks for: the results follow the model.
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    config = load_config(config, None, ["model.device=cpu"])
+    result = run_benchmark(
+        ProposalsBenchmark("lvis-proposals", config, tmp / "data"), tmp / "out", limit=1, progress=False
+    )
+    assert result["model_device"] == "cpu"
 
 
 def test_ctrl_c_stops_a_bench_in_one_line_and_it_resumes(bench_setup):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samtasks import SamPredictor, build_sam
-from samtasks.tasks.amg import GeneratedMasks
+from samtasks.structures import GeneratedMasks
 from samtasks.tasks.proposals import PRESETS, ProposalGenerator, ProposalSettings, rank_masks
 from samtasks.utils.masks import encode_rle
 

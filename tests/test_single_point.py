@@ -14,11 +14,16 @@ from PIL import Image
 from samtasks import SamPredictor, build_sam
 from samtasks.cli import main
 from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
-from samtasks.evaluation import load_config
-from samtasks.evaluation.single_point import SinglePointBenchmark, SinglePointSuiteConfig, run_suite
+from samtasks.evaluation import ModelConfig, ResultsStore, load_config, run_benchmark
+from samtasks.evaluation.single_point import (
+    ClickTaskConfig,
+    SinglePointBenchmark,
+    SinglePointSuiteConfig,
+    run_suite,
+)
 from samtasks.metrics.single_point import ClickMetrics
-from samtasks.structures import MaskPrediction, Sample
-from samtasks.tasks.single_point import ClickEvaluator, ClickResult, center_point, next_click
+from samtasks.structures import ClickResult, MaskPrediction, Sample
+from samtasks.tasks.single_point import ClickEvaluator, center_point, next_click
 from samtasks.utils.masks import mask_iou
 
 from .conftest import random_image
@@ -364,6 +369,38 @@ def test_readers_and_subsample(tmp_path, rng):
     samples = list(CocoDataset(ann, tmp_path / "coco" / "val2017"))
     cut = subsample(samples, 5, seed=0)
     assert sum(len(s.annotations) for s in cut) == 5 and cut == subsample(samples, 5, seed=0)
+
+
+def _image_with_objects(root, fmt: str, name: str, k: int, rng) -> None:
+    """`root/images/<name>.png` with `k` objects, as one PNG per object or one instance-id PNG."""
+    Image.fromarray(random_image(rng, 24, 40)).save(root / "images" / f"{name}.png")
+    ids = np.zeros((24, 40), np.uint8)
+    for i in range(k):
+        ids[2 + 7 * i : 6 + 7 * i, 3:30] = i + 1
+    if fmt == "instance-png":
+        Image.fromarray(ids).save(root / "masks" / f"{name}.png")
+    for i in range(k if fmt == "mask-folder" else 0):
+        Image.fromarray((ids == i + 1).astype(np.uint8)).save(root / "masks" / f"{name}_{i}.png")
+
+
+@pytest.mark.parametrize("fmt", ["mask-folder", "instance-png"])
+def test_records_stay_with_their_images_when_a_file_is_added(tmp_path, tiny_checkpoint, rng, fmt):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name, k in [("a", 1), ("c", 3)]:
+        _image_with_objects(tmp_path, fmt, name, k, rng)
+    config = SinglePointSuiteConfig(
+        model=ModelConfig(name="tiny", checkpoint=str(tiny_checkpoint), device="cpu"),
+        task=ClickTaskConfig(max_clicks=1),
+        datasets={"f": {"format": fmt}},
+    )
+    run_benchmark(SinglePointBenchmark("f", config, tmp_path), tmp_path / "out", progress=False)
+    _image_with_objects(tmp_path, fmt, "b", 2, rng)  # sorts between the two done images
+    benchmark = SinglePointBenchmark("f", config, tmp_path)
+    result = run_benchmark(benchmark, tmp_path / "out", progress=False)
+    assert result["images"] == 3 and result["timings"]["this_run_images_rank0"] == 1
+    records = ResultsStore(tmp_path / "out" / "records").latest()
+    assert [len(records[s.image_id]["ious"]) for s in benchmark.samples()] == [1, 2, 3]  # a, b, c's objects
 
 
 def test_suite_end_to_end_with_a_missing_dataset(tmp_path, tiny_checkpoint, rng):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from samtasks import SamPredictor, build_sam
-from samtasks.tasks.amg import GeneratedMasks
+from samtasks.structures import GeneratedMasks
 from samtasks.tasks.text import OpenClipEncoder, TextSegmenter, mask_crop
 from samtasks.utils.masks import encode_rle, masks_to_boxes
 
@@ -177,6 +177,24 @@ def test_text_command_and_coco_text_benchmark(tmp_path, tiny_checkpoint):
     pairs = load_config(config, None, [f"pairs={tmp_path / 'pairs.json'}"])
     result = run_benchmark(TextBenchmark("coco-text", pairs, tmp_path / "coco"), tmp_path / "bench2", progress=False)
     assert result["metrics"]["queries"] == 1 and "mIoU/square" not in result["metrics"]
+
+
+def test_pair_images_keep_their_ids_when_entries_are_added(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from samtasks.evaluation.text import read_pairs
+
+    for name in "abc":
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"{name}.png")
+    entries = [{"image": f"{name}.png", "phrase": name, "mask": "m.png"} for name in "ac"]
+    (tmp_path / "pairs.json").write_text(json.dumps(entries))
+    before = {s.image_id: s.path for s in read_pairs(tmp_path / "pairs.json", tmp_path)}
+    entries.insert(1, {"image": "b.png", "phrase": "b", "mask": "m.png"})
+    (tmp_path / "pairs.json").write_text(json.dumps(entries))
+    after = {s.image_id: s.path for s in read_pairs(tmp_path / "pairs.json", tmp_path)}
+    assert len(after) == 3 and {k: after[k] for k in before} == before
 
 
 def test_clip_errors_name_model_and_tag():

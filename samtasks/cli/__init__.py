@@ -99,8 +99,8 @@ def cmd_point(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_edges(args: argparse.Namespace) -> int:
-    from samtasks.evaluation.runner import progress_bar
     from samtasks.metrics.bsds import evaluate_folder
+    from samtasks.utils.progress import progress_bar
 
     gt = Path(args.gt)
     if gt.is_dir() and not any(gt.glob("*.mat")) and (gt / "groundTruth" / "test").is_dir():

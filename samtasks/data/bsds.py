@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from samtasks.data.coco import DatasetError
+from samtasks.data.errors import DatasetError
 from samtasks.structures import Sample
 
 

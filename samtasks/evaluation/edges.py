@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from samtasks.data.bsds import BsdsDataset
 from samtasks.evaluation.config import ModelConfig
 from samtasks.metrics.bsds import BoundaryMetrics, load_boundaries, load_prediction
@@ -55,8 +57,10 @@ class EdgesBenchmark:
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
-        self.detector = EdgeDetector(self.config.model.predictor(device), self.config.task)
+    def setup(self, device: str | None) -> torch.device:
+        predictor = self.config.model.predictor(device)
+        self.detector = EdgeDetector(predictor, self.config.task)
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
         result = self.detector.detect(sample.load_image())

@@ -192,10 +192,13 @@ class InstanceJob:
 
         d = self.detector
         boxes = self.boxes
+        where = self.model.torch_device(device)
         if boxes is None:
             classes = list(d.classes) if d.classes is not None else None
-            boxes = make_detector(d.name, d.weights, conf=d.conf, iou=d.iou, max_det=d.max_det, classes=classes)
-        self.segmenter = InstanceSegmenter(self.model.predictor(device), boxes, **self.knobs)
+            boxes = make_detector(
+                d.name, d.weights, conf=d.conf, iou=d.iou, max_det=d.max_det, classes=classes, device=where
+            )
+        self.segmenter = InstanceSegmenter(self.model.predictor(where), boxes, **self.knobs)
 
     def process(self, image: FolderImage, out: Path) -> dict:
         from samtasks.utils.export import coco_results, yolo_label_lines
@@ -278,8 +281,9 @@ class TextJob:
     def setup(self, device: str | None) -> None:
         from samtasks.tasks.text import OpenClipEncoder, TextSegmenter
 
-        encoder = OpenClipEncoder(self.clip[0], self.clip[1], device=device)
-        self.segmenter = TextSegmenter(self.model.predictor(device), encoder)
+        where = self.model.torch_device(device)
+        encoder = OpenClipEncoder(self.clip[0], self.clip[1], device=where)
+        self.segmenter = TextSegmenter(self.model.predictor(where), encoder)
 
     def process(self, image: FolderImage, out: Path) -> dict:
         pixels = load_image(image.path)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from samtasks.data import CocoDataset, LvisDataset
 from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.metrics.coco import CocoMaskAP, LvisMaskAP
@@ -81,15 +83,19 @@ class InstanceBenchmark:
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
+    def setup(self, device: str | None) -> torch.device:
         det = self.config.detector
+        where = self.config.model.torch_device(device)
         if self.detector is None:
-            self.detector = make_detector(det.name, det.weights, conf=det.conf, iou=det.iou, max_det=det.max_det)
-        predictor = self.config.model.predictor(device)
+            self.detector = make_detector(
+                det.name, det.weights, conf=det.conf, iou=det.iou, max_det=det.max_det, device=where
+            )
+        predictor = self.config.model.predictor(where)
         task = self.config.task
         self.segmenter = InstanceSegmenter(
             predictor, self.detector, refine=task.refine, multimask=task.multimask, score=task.score
         )
+        return predictor.device
 
     def _category_ids(self, names: dict[int, str]) -> dict[int, int] | None:
         """Detector class -> dataset category, by name (None: precomputed ids are the dataset's)."""

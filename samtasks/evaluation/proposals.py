@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from samtasks.data import CocoDataset, LvisDataset
 from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.metrics.proposals import ProposalRecall, coco_proposal_recall, lvis_proposal_recall
@@ -48,8 +50,10 @@ class ProposalsBenchmark:
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
-        self.generator = ProposalGenerator(self.config.model.predictor(device), self.config.task)
+    def setup(self, device: str | None) -> torch.device:
+        predictor = self.config.model.predictor(device)
+        self.generator = ProposalGenerator(predictor, self.config.task)
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
         proposals = self.generator.generate(sample.load_image())

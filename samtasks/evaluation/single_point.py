@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from samtasks.data import CocoDataset, DatasetError, LvisDataset
 from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
 from samtasks.evaluation.config import ConfigError, ModelConfig, build_dataclass, to_dict
@@ -97,16 +99,18 @@ class SinglePointBenchmark:
             samples = subsample(samples, self.config.subsample_to, self.config.task.seed)
         return samples
 
-    def setup(self, device: str | None) -> None:
+    def setup(self, device: str | None) -> torch.device:
         task = self.config.task
+        predictor = self.config.model.predictor(device)
         self.evaluator = ClickEvaluator(
-            self.config.model.predictor(device),
+            predictor,
             max_clicks=task.max_clicks,
             first_point=task.first_point,
             feed_logits=task.feed_logits,
             multimask_later=task.multimask_later,
             seed=task.seed,
         )
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
         """One image's record: the metric's stats. An object entirely inside the ignore region has no pixel

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from samtasks.data import CocoDataset, DatasetError
 from samtasks.data.masks import annotation_mask, sample_masks
@@ -48,7 +49,8 @@ class TextBenchConfig:
 
 
 def read_pairs(path: Path, root: Path) -> list[Sample]:
-    """User triples grouped by image: `mask` is a PNG path (nonzero = object) or a COCO RLE."""
+    """User triples grouped by image: `mask` is a PNG path (nonzero = object) or a COCO RLE. An image is
+    known by its path as the file gives it, so its records stay its own when entries are added."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -64,14 +66,14 @@ def read_pairs(path: Path, root: Path) -> list[Sample]:
     from PIL import Image
 
     samples = []
-    for i, (image, anns) in enumerate(by_image.items()):
+    for image, anns in by_image.items():
         file = root / image
         try:
             with Image.open(file) as pil:
                 w, h = pil.size
         except OSError as err:
             raise DatasetError(f"{path}: cannot read image {file}: {err}") from err
-        samples.append(Sample(image_id=i, path=file, height=h, width=w, annotations=tuple(anns)))
+        samples.append(Sample(image_id=image, path=file, height=h, width=w, annotations=tuple(anns)))
     return samples
 
 
@@ -93,12 +95,13 @@ class TextBenchmark:
     def samples(self) -> list[Sample]:
         return self._samples if self._samples is not None else list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
+    def setup(self, device: str | None) -> torch.device:
         clip, task = self.config.clip, self.config.task
-        encoder = OpenClipEncoder(clip.model, clip.pretrained, device=device)
-        self.segmenter = TextSegmenter(
-            self.config.model.predictor(device), encoder, margin=task.margin, enlarge=task.enlarge, **task.amg
-        )
+        where = self.config.model.torch_device(device)
+        encoder = OpenClipEncoder(clip.model, clip.pretrained, device=where)
+        predictor = self.config.model.predictor(where)
+        self.segmenter = TextSegmenter(predictor, encoder, margin=task.margin, enlarge=task.enlarge, **task.amg)
+        return predictor.device
 
     def _queries(self, sample: Sample) -> list[tuple[str, str, list[np.ndarray]]]:
         """(key, phrase, target masks) per query of the image."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -19,8 +19,9 @@ import torch
 from torchvision.ops import batched_nms
 
 from samtasks.predictor import SamPredictor
+from samtasks.structures import GeneratedMasks
 from samtasks.utils.image import load_image
-from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
+from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions
 from samtasks.utils.settings import check_field_types, check_range
 
 # Pixels of full-size mask logits held at once (128 MB of float32): bounds memory on large photos.
@@ -107,85 +108,6 @@ def preset_settings(preset: str, overrides: dict) -> AmgSettings:
     if unknown:
         raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
     return dataclasses.replace(PRESETS[preset], **overrides)
-
-
-@dataclass
-class GeneratedMasks:
-    """K masks of one image, in the order the generator ranks them."""
-
-    image_size: tuple[int, int]  # (H, W)
-    rles: list[dict] = field(default_factory=list)  # COCO compressed RLE, original image frame
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [K, 4] XYXY, inclusive max
-    predicted_iou: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]
-    stability_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]
-    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # [K, 2] (x, y) prompt
-    crop_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))  # [K, 4] XYXY
-    low_res_logits: np.ndarray | None = None  # float32 [K, S, S] in the crop's padded model frame
-
-    def __len__(self) -> int:
-        return len(self.rles)
-
-    def masks(self) -> np.ndarray:
-        """All masks decoded, `bool [K, H, W]`."""
-        if not self.rles:
-            return np.zeros((0, *self.image_size), bool)
-        return np.stack([decode_rle(r) for r in self.rles])
-
-    @property
-    def areas(self) -> np.ndarray:
-        """`int64 [K]` mask areas in pixels."""
-        from pycocotools import mask as mask_utils
-
-        return np.array([int(mask_utils.area({**r, "counts": r["counts"].encode()})) for r in self.rles], np.int64)
-
-    def records(self) -> list[dict]:
-        """SA-1B style records: segmentation (RLE), bbox and crop_box XYWH, area, predicted_iou,
-        point_coords, stability_score."""
-        areas = self.areas
-        out = []
-        for i, rle in enumerate(self.rles):
-            out.append(
-                {
-                    "segmentation": rle,
-                    "bbox": xyxy_to_xywh(self.boxes[i]),
-                    "area": int(areas[i]),
-                    "predicted_iou": float(self.predicted_iou[i]),
-                    "point_coords": [self.points[i].tolist()],
-                    "stability_score": float(self.stability_score[i]),
-                    "crop_box": [int(v) for v in xyxy_to_xywh(self.crop_boxes[i])],
-                }
-            )
-        return out
-
-    def select(self, keep: np.ndarray) -> GeneratedMasks:
-        """The masks at indices `keep`, in that order."""
-        keep = np.asarray(keep, dtype=np.int64)
-        return GeneratedMasks(
-            image_size=self.image_size,
-            rles=[self.rles[i] for i in keep],
-            boxes=self.boxes[keep],
-            predicted_iou=self.predicted_iou[keep],
-            stability_score=self.stability_score[keep],
-            points=self.points[keep],
-            crop_boxes=self.crop_boxes[keep],
-            low_res_logits=None if self.low_res_logits is None else self.low_res_logits[keep],
-        )
-
-    @staticmethod
-    def concat(parts: list[GeneratedMasks], image_size: tuple[int, int]) -> GeneratedMasks:
-        if not parts:
-            return GeneratedMasks(image_size=image_size)
-        logits = [p.low_res_logits for p in parts]
-        return GeneratedMasks(
-            image_size=image_size,
-            rles=[r for p in parts for r in p.rles],
-            boxes=np.concatenate([p.boxes for p in parts]),
-            predicted_iou=np.concatenate([p.predicted_iou for p in parts]),
-            stability_score=np.concatenate([p.stability_score for p in parts]),
-            points=np.concatenate([p.points for p in parts]),
-            crop_boxes=np.concatenate([p.crop_boxes for p in parts]),
-            low_res_logits=None if any(x is None for x in logits) else np.concatenate(logits),
-        )
 
 
 def point_grid(n_per_side: int) -> np.ndarray:

@@ -13,22 +13,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from samtasks.predictor import SamPredictor
-from samtasks.structures import EdgeMap
+from samtasks.structures import EdgeMap, GeneratedMasks
 from samtasks.tasks.amg import (
     CHUNK_PIXELS,
     AmgSettings,
     AutomaticMaskGenerator,
-    GeneratedMasks,
     preset_settings,
     preset_with_overrides,
 )
+from samtasks.utils.image import EDGE_QUANTIZE
 from samtasks.utils.settings import check_field_types
 from samtasks.utils.thinning import thin
 
@@ -40,7 +39,7 @@ CHOICES = {
     "suppression": ("nms", "thin", "none"),
     "smooth_border": ("symmetric", "reflect-101"),
     "orientation": ("toolbox", "opencv"),
-    "quantize": ("round", "floor"),
+    "quantize": EDGE_QUANTIZE,
 }
 
 
@@ -364,27 +363,6 @@ def edge_nms(
     return out
 
 
-def save_edge_map(path: str | Path, edges: np.ndarray, *, quantize: str = "round") -> Path:
-    """Writes `float [H, W]` in [0, 1] as an 8-bit grayscale PNG, the format the BSDS benchmark reads:
-    `round(255 * e)`, or with `quantize="floor"` the re-implementation's `uint8(255 * e)` (truncation,
-    in float32 as it computes)."""
-    from PIL import Image
-
-    _check("quantize", quantize)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.asarray(edges, np.float64)
-    if array.ndim != 2 or not np.isfinite(array).all():
-        raise ValueError(f"an edge map must be a finite [H, W] array, got shape {array.shape}")
-    array = np.clip(array, 0, 1)
-    if quantize == "round":
-        levels = np.round(array * 255)
-    else:
-        levels = np.floor(array.astype(np.float32) * np.float32(255))
-    Image.fromarray(levels.astype(np.uint8)).save(path)
-    return path
-
-
 __all__ = [
     "PRESETS",
     "EdgeDetector",
@@ -393,5 +371,4 @@ __all__ = [
     "edge_nms",
     "edge_orientation",
     "mask_edges",
-    "save_edge_map",
 ]

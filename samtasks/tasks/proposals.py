@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from samtasks.predictor import SamPredictor
+from samtasks.structures import GeneratedMasks, Proposals
 from samtasks.tasks.amg import (
     AmgSettings,
     AutomaticMaskGenerator,
-    GeneratedMasks,
     preset_settings,
     preset_with_overrides,
 )
@@ -51,24 +51,6 @@ PRESETS: dict[str, ProposalSettings] = {
         amg={"points_per_side": 128, "multimask_output": False, "box_nms_thresh": 0.95}, ranking="random"
     ),
 }
-
-
-@dataclass
-class Proposals:
-    """Up to `max_proposals` masks of one image, best first."""
-
-    masks: GeneratedMasks  # the generator's masks, reordered and cut
-    scores: np.ndarray  # float32 [K], the ranking score (descending)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def results(self, image_id: int, category_id: int = 1) -> list[dict]:
-        """COCO/LVIS results entries (class-agnostic): image_id, category_id, segmentation (RLE), score."""
-        return [
-            {"image_id": image_id, "category_id": category_id, "segmentation": rle, "score": float(score)}
-            for rle, score in zip(self.masks.rles, self.scores, strict=True)
-        ]
 
 
 def rank_masks(masks: GeneratedMasks, settings: ProposalSettings) -> Proposals:

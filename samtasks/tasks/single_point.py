@@ -22,13 +22,12 @@ point and the batched lockstep of all objects of an image (one decoder call per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy import ndimage
 
 from samtasks.predictor import SamPredictor
+from samtasks.structures import ClickResult
 from samtasks.utils.masks import mask_iou
 
 FIRST_POINTS = ("center", "random")
@@ -84,15 +83,6 @@ def next_click(
     positive = bool(fn_max > fp_max)
     y, x = np.unravel_index(int(np.argmax(fn if positive else fp)), gt.shape)
     return int(x), int(y), positive
-
-
-@dataclass
-class ClickResult:
-    """Per object, the IoU after each click."""
-
-    ious: np.ndarray  # float64 [K, N]: IoU with the ground truth after clicks 1..N (default answer)
-    oracle_iou: np.ndarray  # float64 [K]: best of the 3 first-click masks against the ground truth
-    clicks: np.ndarray  # int64 [K, N, 3]: (x, y, positive) of each click, -1 once no error pixel is left
 
 
 class ClickEvaluator:

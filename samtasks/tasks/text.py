@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +20,9 @@ import torch
 from PIL import Image
 
 from samtasks.predictor import SamPredictor
-from samtasks.tasks.amg import AutomaticMaskGenerator, GeneratedMasks
+from samtasks.structures import TextCandidates, TextResult
+from samtasks.tasks.amg import AutomaticMaskGenerator
+from samtasks.utils.device import resolve_device
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, xyxy_to_xywh
 from samtasks.utils.optional import import_optional
@@ -70,6 +71,7 @@ class OpenClipEncoder:
         model: open_clip architecture name (default "ViT-B-32"; the paper's is "ViT-L-14-336").
         pretrained: open_clip pretrained tag, downloaded by open_clip on first use; None gives random
             weights (tests).
+        device: "cpu", "cuda:0", "mps", ... or None for the best available (`resolve_device`).
         batch_size: crops per image-tower call.
     """
 
@@ -82,7 +84,7 @@ class OpenClipEncoder:
         batch_size: int = 64,
     ) -> None:
         open_clip = import_optional("open_clip", "clip", "text prompts")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if model not in open_clip.list_models():
             raise ValueError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
         tags = open_clip.list_pretrained_tags_by_model(model)
@@ -151,28 +153,6 @@ def mask_crop(
         inside = mask[sy0:sy1, sx0:sx1]
         canvas[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = np.where(inside[..., None], region, fill_rgb)
     return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BICUBIC))
-
-
-@dataclass
-class TextCandidates:
-    """One image's candidate masks and their CLIP image features."""
-
-    image: np.ndarray  # uint8 [H, W, 3]
-    masks: GeneratedMasks  # K candidates (with low-res logits)
-    features: torch.Tensor  # float32 [K, D], L2-normalized
-
-
-@dataclass
-class TextResult:
-    """The answer to one text query."""
-
-    prompt: str
-    mask: np.ndarray | None  # bool [H, W], the chosen mask (None without candidates)
-    score: float  # the chosen candidate's softmax probability over candidates
-    index: int  # the chosen candidate (-1 without candidates)
-    selected: list[int]  # every candidate returned (the best, or all within the margin with `all`)
-    ranking: list[dict]  # candidates best first: index, probability, similarity, area, bbox XYWH
-    refined_by_point: tuple[float, float] | None = None
 
 
 class TextSegmenter:
