@@ -141,9 +141,9 @@ def test_settings_validation():
         E.EdgeSettings(reduce="median")
     with pytest.raises(ValueError, match="suppression must be one of"):
         E.EdgeSettings(suppression="canny")
-    with pytest.raises(ValueError, match="unknown AMG setting"):
+    with pytest.raises(ValueError, match=r"unknown AmgSettings field\(s\) points \(known: points_per_side"):
         E.EdgeSettings(amg={"points": 3})
-    with pytest.raises(ValueError, match="unknown AMG preset"):
+    with pytest.raises(ValueError, match="unknown AmgSettings preset 'nope'"):
         E.EdgeSettings(amg_preset="nope")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from samtasks.cli.common import UsageError, add_model_args, floats, ints, logger, model_config, overrides, usage
+from samtasks.cli.common import add_model_args, floats, ints, logger, model_config, overrides, usage
 
 
 def run_folder_command(job, args: argparse.Namespace, what: str) -> int:
@@ -39,7 +39,8 @@ def cmd_proposals(args: argparse.Namespace) -> int:
 
 
 def cmd_instance(args: argparse.Namespace) -> int:
-    from samtasks.evaluation.folder_jobs import DetectorChoice, InstanceJob
+    from samtasks.evaluation.folder_jobs import DetectorChoice, InstanceJob, instance_formats
+    from samtasks.tasks.instance import InstanceSettings
 
     classes = ints(args.classes, "--classes")
     detector = usage(
@@ -52,15 +53,9 @@ def cmd_instance(args: argparse.Namespace) -> int:
         max_det=args.max_det,
         classes=tuple(classes) if classes is not None else None,
     )
-    formats = {f.strip() for f in args.format.split(",") if f.strip()}
-    try:
-        job = InstanceJob(
-            model_config(args), detector, formats, refine=not args.no_refine, multimask=args.multimask, score=args.score
-        )
-    except ValueError as err:
-        if args.detections and str(Path(args.detections)) in str(err):
-            raise  # an unreadable detections file: exit status 1, as any bad input file
-        raise UsageError(str(err)) from err
+    formats = usage(instance_formats, args.format)
+    task = InstanceSettings(refine=not args.no_refine, multimask=args.multimask, score=args.score)
+    job = InstanceJob(model_config(args), detector, formats, task)
     return run_folder_command(job, args, "instance masks")
 
 
@@ -77,27 +72,10 @@ def cmd_text(args: argparse.Namespace) -> int:
 
 
 def cmd_edges(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from samtasks.evaluation.folder_jobs import EdgesJob
-    from samtasks.tasks.amg import AmgSettings, preset_with_overrides
-    from samtasks.tasks.edges import PRESETS, EdgeSettings
 
-    if args.preset not in PRESETS:
-        raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    knobs = overrides(args.set)
-    edge_fields = {f.name for f in dataclasses.fields(EdgeSettings)} - {"amg", "amg_preset"}
-    amg_fields = {f.name for f in dataclasses.fields(AmgSettings)}
-    unknown = sorted(set(knobs) - edge_fields - amg_fields)
-    if unknown:
-        raise UsageError(f"--set: unknown knob(s) {', '.join(unknown)}; edge knobs: {', '.join(sorted(edge_fields))}")
-    chosen = {k: v for k, v in knobs.items() if k in edge_fields}
-    chosen["amg"] = {k: v for k, v in knobs.items() if k not in edge_fields}
-    try:
-        settings = preset_with_overrides(PRESETS, args.preset, "edges", chosen)
-    except (TypeError, ValueError) as err:
-        raise UsageError(f"--set: {err}") from err
-    return run_folder_command(EdgesJob(model_config(args), settings), args, "edge maps")
+    job = usage(EdgesJob, model_config(args), args.preset, overrides(args.set))
+    return run_folder_command(job, args, "edge maps")
 
 
 def add_parsers(sub) -> None:

@@ -18,7 +18,7 @@ from samtasks.data.masks import annotation_mask, sample_masks
 from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.structures import Sample
 from samtasks.tasks.single_point import center_point, mask_iou
-from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
+from samtasks.tasks.text import CLIP_MODELS, PRESETS, OpenClipEncoder, TextSegmenter, TextSettings
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,14 @@ class ClipConfig:
 
 
 @dataclass(frozen=True)
-class TextTaskConfig:
-    margin: float = 0.5
-    enlarge: float = 1.5
-    amg: dict = field(default_factory=dict)  # overrides of samtasks.tasks.text.CANDIDATE_SETTINGS
-    point_fix: bool = True  # also score a re-prompt with the center of the best-matching instance
-
-
-@dataclass(frozen=True)
 class TextBenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(
         default_factory=lambda: DataConfig(annotations="annotations/instances_val2017.json", images="val2017")
     )
     clip: ClipConfig = field(default_factory=ClipConfig)
-    task: TextTaskConfig = field(default_factory=TextTaskConfig)
+    task: TextSettings = field(default_factory=lambda: PRESETS["text-clip"])
+    point_fix: bool = True  # also score a re-prompt with the center of the best-matching instance
     pairs: str | None = None  # JSON list of {"image", "phrase", "mask"} (paths relative to --data)
 
 
@@ -92,11 +85,9 @@ class TextBenchmark:
         return self._samples if self._samples is not None else list(self.dataset)
 
     def setup(self, device: str | None) -> None:
-        clip, task = self.config.clip, self.config.task
+        clip = self.config.clip
         encoder = OpenClipEncoder(clip.model, clip.pretrained, device=device)
-        self.segmenter = TextSegmenter(
-            self.config.model.predictor(device), encoder, margin=task.margin, enlarge=task.enlarge, **task.amg
-        )
+        self.segmenter = TextSegmenter(self.config.model.predictor(device), encoder, self.config.task)
 
     def _queries(self, sample: Sample) -> list[tuple[str, str, list[np.ndarray]]]:
         """(key, phrase, target masks) per query of the image."""
@@ -120,7 +111,7 @@ class TextBenchmark:
             pred = result.mask if result.mask is not None else np.zeros(image.shape[:2], bool)
             ious = [mask_iou(pred, t) for t in targets]
             entry = {"key": key, "phrase": phrase, "iou": max(ious)}
-            if self.config.task.point_fix:
+            if self.config.point_fix:
                 # The click a user would give: the center of the instance the answer overlaps most
                 # (the largest instance when it overlaps none).
                 target = targets[int(np.argmax(ious))] if max(ious) > 0 else max(targets, key=np.count_nonzero)
@@ -138,7 +129,7 @@ class TextBenchmark:
         if not everything:
             return {"queries": 0}
         metrics: dict[str, float] = {"queries": len(everything), "mIoU": float(np.mean([v[0] for v in everything]))}
-        if self.config.task.point_fix:
+        if self.config.point_fix:
             metrics["mIoU_point"] = float(np.mean([v[1] for v in everything]))
         if self.dataset is not None:
             for key, values in sorted(per_key.items()):
