@@ -10,7 +10,6 @@ import pytest
 
 from samtasks.cli import main
 from samtasks.evaluation import ConfigError, benchmarks, load_config
-from samtasks.evaluation.single_point import SinglePointSuiteConfig
 from samtasks.tasks import amg, edges, instance, proposals, single_point, text
 from samtasks.utils.settings import preset_with_overrides
 
@@ -67,14 +66,9 @@ def test_from_preset_builds_the_preset(tiny_checkpoint):
     assert (generator.settings.points_per_side, generator.settings.pred_iou_thresh) == (4, 0.80)
 
 
-def _all_benchmarks() -> dict:
-    configs = {name: defaults for name, (defaults, _) in benchmarks().items()}
-    return {**configs, "single-point": SinglePointSuiteConfig()}
-
-
-@pytest.mark.parametrize("name", sorted(_all_benchmarks()))
+@pytest.mark.parametrize("name", sorted(benchmarks()))
 def test_bench_config_task_typo_fails_at_load(name):
-    defaults = _all_benchmarks()[name]
+    defaults = benchmarks()[name].defaults
     nested = "amg" in {f.name for f in dataclasses.fields(defaults.task)}
     key = "amg={points_per_sid: 3}" if nested else "points_per_sid=3"
     with pytest.raises(ConfigError, match="points_per_sid"):
