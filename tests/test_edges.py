@@ -142,9 +142,9 @@ def test_settings_validation():
         E.EdgeSettings(reduce="median")
     with pytest.raises(ValueError, match="suppression must be one of"):
         E.EdgeSettings(suppression="canny")
-    with pytest.raises(ValueError, match="unknown AMG setting"):
+    with pytest.raises(ValueError, match=r"unknown AmgSettings field\(s\) points \(known: points_per_side"):
         E.EdgeSettings(amg={"points": 3})
-    with pytest.raises(ValueError, match="unknown AMG preset"):
+    with pytest.raises(ValueError, match="unknown AmgSettings preset 'nope'"):
         E.EdgeSettings(amg_preset="nope")
 
 
@@ -203,6 +203,16 @@ def test_eval_edges_command(tmp_path, capsys):
     assert "no prediction for 3063" in capsys.readouterr().err
     assert main([*args, "--max-dist", "3", "--out", str(out)]) == 2
     assert main([*args, "--limit", "-1", "--out", str(out)]) == 2
+
+
+def test_eval_edges_finds_the_ground_truth_under_a_bsds_root(tmp_path, capsys):
+    (tmp_path / "root" / "groundTruth").mkdir(parents=True)
+    shutil.copytree(GOLDEN / "groundTruth", tmp_path / "root" / "groundTruth" / "test")
+    args = ["eval-edges", "--pred", str(GOLDEN / "png"), "--thresholds", "5", "--limit", "1", "--workers", "1", "-q"]
+    assert main([*args, "--gt", str(GOLDEN / "groundTruth"), "--out", str(tmp_path / "direct")]) == 0
+    direct = capsys.readouterr().out
+    assert main([*args, "--gt", str(tmp_path / "root"), "--out", str(tmp_path / "root_eval")]) == 0
+    assert capsys.readouterr().out.split("(")[0] == direct.split("(")[0] and "ODS" in direct
 
 
 def test_eval_edges_limit_naming_and_bad_maps(tmp_path, capsys):

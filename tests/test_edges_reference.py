@@ -155,7 +155,7 @@ def test_presets():
     ref = E.PRESETS["edges-reference"]
     assert ref.amg_settings().batch_nms_thresh == 0.7 and ref.amg_settings().points_per_side == 16
     assert (ref.edge_nms_radius, ref.edge_nms_border, ref.edge_nms_multiplier) == (2, 0, 1.0)
-    with pytest.raises(ValueError, match="unknown edges preset"):
+    with pytest.raises(ValueError, match="unknown EdgeSettings preset 'edges-bsds'"):
         E.EdgeDetector.from_preset(None, "edges-bsds")
     with pytest.raises(ValueError, match="orientation must be one of"):
         E.EdgeSettings(orientation="matlab")

@@ -60,7 +60,7 @@ def test_settings_errors_name_the_knob():
         ProposalSettings(amg={"points_per_sid": 3})
     with pytest.raises(ValueError, match="ranking"):
         ProposalSettings(ranking="best")
-    with pytest.raises(ValueError, match="unknown proposals preset"):
+    with pytest.raises(ValueError, match="unknown ProposalSettings preset"):
         ProposalGenerator.from_preset(None, "nope")
 
 

@@ -15,15 +15,10 @@ from samtasks import SamPredictor, build_sam
 from samtasks.cli import main
 from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
 from samtasks.evaluation import ModelConfig, ResultsStore, load_config, run_benchmark
-from samtasks.evaluation.single_point import (
-    ClickTaskConfig,
-    SinglePointBenchmark,
-    SinglePointSuiteConfig,
-    run_suite,
-)
+from samtasks.evaluation.single_point import SinglePointBenchmark, SinglePointSuiteConfig, run_suite
 from samtasks.metrics.single_point import ClickMetrics
 from samtasks.structures import ClickResult, MaskPrediction, Sample
-from samtasks.tasks.single_point import ClickEvaluator, center_point, next_click
+from samtasks.tasks.single_point import ClickEvaluator, ClickSettings, center_point, next_click
 from samtasks.utils.masks import mask_iou
 
 from .conftest import random_image
@@ -391,7 +386,7 @@ def test_records_stay_with_their_images_when_a_file_is_added(tmp_path, tiny_chec
         _image_with_objects(tmp_path, fmt, name, k, rng)
     config = SinglePointSuiteConfig(
         model=ModelConfig(name="tiny", checkpoint=str(tiny_checkpoint), device="cpu"),
-        task=ClickTaskConfig(max_clicks=1),
+        task=ClickSettings(max_clicks=1),
         datasets={"f": {"format": fmt}},
     )
     run_benchmark(SinglePointBenchmark("f", config, tmp_path), tmp_path / "out", progress=False)

@@ -3,13 +3,15 @@ the pipeline end to end with open_clip's real tokenizer and random weights."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from samtasks import SamPredictor, build_sam
 from samtasks.structures import GeneratedMasks
-from samtasks.tasks.text import OpenClipEncoder, TextSegmenter, mask_crop
+from samtasks.tasks.text import OpenClipEncoder, TextSegmenter, TextSettings, mask_crop
 from samtasks.utils.masks import encode_rle, masks_to_boxes
 
 from .conftest import random_image
@@ -68,7 +70,7 @@ def _scene():
 def segmenter(tiny_checkpoint):
     image, masks, generated = _scene()
     encoder = ColourEncoder()
-    seg = TextSegmenter(SamPredictor(build_sam("tiny", tiny_checkpoint)), encoder, templates=("{}",))
+    seg = TextSegmenter(SamPredictor(build_sam("tiny", tiny_checkpoint)), encoder, TextSettings(templates=("{}",)))
     calls = []
     seg.generator.generate = lambda img: calls.append(1) or generated
     return seg, encoder, calls, image, masks
@@ -104,7 +106,7 @@ def test_constructed_features_pick_the_described_mask(segmenter):
 
 def test_plural_point_fix_and_errors(segmenter):
     seg, _, _, image, masks = segmenter
-    seg.margin = 0.0  # every candidate is within the margin
+    seg.settings = dataclasses.replace(seg.settings, margin=0.0)  # every candidate is within the margin
     everything = seg.query(image, "red", all=True)
     assert sorted(everything.selected) == [0, 1, 2] and np.array_equal(everything.mask, masks.any(0))
     fixed = seg.query(image, "red", point=(15, 25))
@@ -120,14 +122,9 @@ def test_open_clip_random_weights_end_to_end(tiny_checkpoint, rng):
     pytest.importorskip("open_clip")
     encoder = OpenClipEncoder("ViT-B-32", pretrained=None, device="cpu")
     assert encoder.input_size == 224
-    seg = TextSegmenter(
-        SamPredictor(build_sam("tiny", tiny_checkpoint)),
-        encoder,
-        points_per_side=4,
-        pred_iou_thresh=0.0,
-        stability_score_thresh=0.0,
-        box_nms_thresh=1.0,
-    )
+    amg = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    predictor = SamPredictor(build_sam("tiny", tiny_checkpoint))
+    seg = TextSegmenter.from_preset(predictor, "text-clip", encoder=encoder, amg=amg)
     image = random_image(rng, 48, 64)
     result = seg.query(image, "a wheel")
     assert result.mask.shape == (48, 64) and len(result.ranking) == len(seg.candidates(image).masks) > 0

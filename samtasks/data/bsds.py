@@ -37,3 +37,12 @@ class BsdsDataset:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def ground_truth_folder(path: str | Path, split: str = "test") -> Path:
+    """The folder of `<id>.mat` files that `path` names: `path` itself, or for a BSDS500 root (a folder
+    without .mat files that holds `groundTruth/<split>`) that split's folder."""
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("*.mat")) and (path / "groundTruth" / split).is_dir():
+        return path / "groundTruth" / split
+    return path

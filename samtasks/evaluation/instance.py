@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.metrics.coco import CocoMaskAP, LvisMaskAP
 from samtasks.structures import Sample
 from samtasks.tasks.detectors import PrecomputedDetections, make_detector
-from samtasks.tasks.instance import InstanceSegmenter
+from samtasks.tasks.instance import PRESETS, InstanceSegmenter, InstanceSettings
 from samtasks.utils.export import coco_results
 
 
@@ -32,13 +33,6 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
-class InstanceTaskConfig:
-    refine: bool = True  # the paper's refinement pass
-    multimask: bool = False  # ours: single-mask output for a box
-    score: str = "detector"  # or "detector*iou"
-
-
-@dataclass(frozen=True)
 class InstanceBenchConfig:
     """An instance-segmentation run; defaults are the paper's COCO protocol (PAPER.md section 5)."""
 
@@ -47,7 +41,7 @@ class InstanceBenchConfig:
         default_factory=lambda: DataConfig(annotations="annotations/instances_val2017.json", images="val2017")
     )
     detector: DetectorConfig = field(default_factory=DetectorConfig)
-    task: InstanceTaskConfig = field(default_factory=InstanceTaskConfig)
+    task: InstanceSettings = field(default_factory=lambda: PRESETS["instance-boxes"])
     max_dets: int = 100  # detections per image the metric sees (COCO 100, LVIS 300)
 
 
@@ -91,10 +85,7 @@ class InstanceBenchmark:
                 det.name, det.weights, conf=det.conf, iou=det.iou, max_det=det.max_det, device=where
             )
         predictor = self.config.model.predictor(where)
-        task = self.config.task
-        self.segmenter = InstanceSegmenter(
-            predictor, self.detector, refine=task.refine, multimask=task.multimask, score=task.score
-        )
+        self.segmenter = InstanceSegmenter(predictor, self.detector, **dataclasses.asdict(self.config.task))
         return predictor.device
 
     def _category_ids(self, names: dict[int, str]) -> dict[int, int] | None:

@@ -3,6 +3,7 @@ is run on the runner (its own records, resumable, shardable), then one table and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from samtasks.evaluation.config import ConfigError, ModelConfig, build_dataclass
 from samtasks.evaluation.runner import DistInfo, run_benchmark
 from samtasks.metrics.single_point import ClickMetrics
 from samtasks.structures import Sample
-from samtasks.tasks.single_point import ClickEvaluator
+from samtasks.tasks.single_point import PRESETS, ClickEvaluator, ClickSettings
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,9 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
-class ClickTaskConfig:
-    max_clicks: int = 20  # 20 gives NoC@85/90; mIoU@{1,2,3,5,9} read off the same runs
-    first_point: str = "center"  # or "random" (seeded)
-    feed_logits: bool = True  # ours: the previous answer's low-res logits go back with later clicks
-    multimask_later: bool = False  # ours: single-mask output for more than one click
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class SinglePointSuiteConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    task: ClickTaskConfig = field(default_factory=ClickTaskConfig)
+    task: ClickSettings = field(default_factory=lambda: PRESETS["clicks-noc"])
     subsample_above: int = 15000  # a dataset with more objects than this ...
     subsample_to: int = 10000  # ... is cut to this many, drawn with task.seed (the paper: "about 10k")
     clicks_at: tuple[int, ...] = (1, 2, 3, 5, 9)
@@ -100,16 +92,8 @@ class SinglePointBenchmark:
         return samples
 
     def setup(self, device: str | None) -> torch.device:
-        task = self.config.task
         predictor = self.config.model.predictor(device)
-        self.evaluator = ClickEvaluator(
-            predictor,
-            max_clicks=task.max_clicks,
-            first_point=task.first_point,
-            feed_logits=task.feed_logits,
-            multimask_later=task.multimask_later,
-            seed=task.seed,
-        )
+        self.evaluator = ClickEvaluator(predictor, **dataclasses.asdict(self.config.task))
         return predictor.device
 
     def process(self, sample: Sample) -> dict:

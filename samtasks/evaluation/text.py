@@ -20,7 +20,7 @@ from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.metrics.text import TextMetrics, point_fix_target
 from samtasks.structures import Sample
 from samtasks.tasks.single_point import center_point
-from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
+from samtasks.tasks.text import CLIP_MODELS, PRESETS, OpenClipEncoder, TextSegmenter, TextSettings
 
 
 @dataclass(frozen=True)
@@ -30,21 +30,14 @@ class ClipConfig:
 
 
 @dataclass(frozen=True)
-class TextTaskConfig:
-    margin: float = 0.5
-    enlarge: float = 1.5
-    amg: dict = field(default_factory=dict)  # overrides of samtasks.tasks.text.CANDIDATE_SETTINGS
-    point_fix: bool = True  # also score a re-prompt with the center of the best-matching instance
-
-
-@dataclass(frozen=True)
 class TextBenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(
         default_factory=lambda: DataConfig(annotations="annotations/instances_val2017.json", images="val2017")
     )
     clip: ClipConfig = field(default_factory=ClipConfig)
-    task: TextTaskConfig = field(default_factory=TextTaskConfig)
+    task: TextSettings = field(default_factory=lambda: PRESETS["text-clip"])
+    point_fix: bool = True  # also score a re-prompt with the center of the best-matching instance
     pairs: str | None = None  # JSON list of {"image", "phrase", "mask"} (paths relative to --data)
 
 
@@ -96,11 +89,10 @@ class TextBenchmark:
         return self._samples if self._samples is not None else list(self.dataset)
 
     def setup(self, device: str | None) -> torch.device:
-        clip, task = self.config.clip, self.config.task
         where = self.config.model.torch_device(device)
-        encoder = OpenClipEncoder(clip.model, clip.pretrained, device=where)
+        encoder = OpenClipEncoder(self.config.clip.model, self.config.clip.pretrained, device=where)
         predictor = self.config.model.predictor(where)
-        self.segmenter = TextSegmenter(predictor, encoder, margin=task.margin, enlarge=task.enlarge, **task.amg)
+        self.segmenter = TextSegmenter(predictor, encoder, self.config.task)
         return predictor.device
 
     def _queries(self, sample: Sample) -> list[tuple[str, str, list[np.ndarray]]]:
@@ -123,10 +115,10 @@ class TextBenchmark:
         for key, phrase, masks in self._queries(sample):
             answers[key] = self.segmenter.query(image, phrase).mask
             targets[key], phrases[key] = masks, phrase
-            if self.config.task.point_fix:
+            if self.config.point_fix:
                 point = center_point(point_fix_target(answers[key], masks))
                 fixed[key] = self.segmenter.query(image, phrase, point=point).mask
-        stats = self.metric.image_stats(answers, targets, fixed if self.config.task.point_fix else None)
+        stats = self.metric.image_stats(answers, targets, fixed if self.config.point_fix else None)
         return {"queries": [{"key": q["key"], "phrase": phrases[q["key"]], **q} for q in stats["queries"]]}
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:

@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,32 +21,30 @@ from samtasks.predictor import SamPredictor
 from samtasks.structures import GeneratedMasks
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions
-from samtasks.utils.settings import check_field_types, check_range
+from samtasks.utils.settings import check_field_types, check_range, preset_with_overrides
 
 # Pixels of full-size mask logits held at once (128 MB of float32): bounds memory on large photos.
 CHUNK_PIXELS = 1 << 25
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class AmgSettings:
     """Knobs of the generator, named like the official `SamAutomaticMaskGenerator`'s."""
 
-    points_per_side: int = 32
-    points_per_batch: int = 64
+    points_per_side: int = 32  # the grid of prompt points is points_per_side x points_per_side
+    points_per_batch: int = 64  # points decoded at once (memory, not results, unless batch_nms_thresh > 0)
     multimask_output: bool = True  # 3 masks per point; False keeps the single-mask token (ablations)
     pred_iou_thresh: float = 0.88  # keep a mask if predicted IoU > this (0 disables)
     stability_score_thresh: float = 0.95  # keep if stability >= this (0 disables)
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
+    stability_score_offset: float = 1.0  # the logit offset of the stability score's two thresholds
+    box_nms_thresh: float = 0.7  # box IoU above which NMS drops the lower predicted IoU, within each crop
     # Also box NMS within each batch of points_per_batch points, before the crop's NMS (0 disables; the
     # public edge re-implementation stages it so, at 0.7). With it on, points_per_batch changes the result.
     batch_nms_thresh: float = 0.0
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
+    crop_n_layers: int = 0  # layer i adds 2^i x 2^i zoomed crops (0: the whole image only)
+    crop_nms_thresh: float = 0.7  # box NMS across crops, preferring the smaller crop's mask
+    crop_overlap_ratio: float = 512 / 1500  # crops overlap by this fraction of the image's short side (layer 1)
+    crop_n_points_downscale_factor: int = 1  # layer i's grid has points_per_side / factor^i points a side
     crop_edge_tolerance: float = 20.0  # px: a box this close to an inner crop edge is dropped
     min_mask_region_area: int = 0  # clean-up of holes and islands smaller than this (0 disables)
     cleanup_rule: str = "official"  # "paper": drop a mask whose islands are all small; "official": keep the largest
@@ -79,35 +76,15 @@ PRESETS: dict[str, AmgSettings] = {
         cleanup_rule="paper",
         max_area_fraction=0.95,
     ),
-    # Object proposals on LVIS (section 7.3): 64x64, no crops, no filtering, NMS 0.9.
-    "proposals-lvis": AmgSettings(
-        points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
-    ),
+    # Object proposals on LVIS (section 7.3): 64x64, no crops, no filtering, NMS 0.9 (the masks of the
+    # `proposals-lvis` proposals preset, before its ranking and cut).
+    "amg-lvis": AmgSettings(points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9),
     # Edge detection on BSDS500 (section 7.2, steps 1-2): 16x16, no filtering, NMS 0.7.
     "edges-bsds": AmgSettings(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+    # Text prompts' candidates, chosen for recall: the official 32x32 grid without crops, with looser
+    # quality filters than the SA-1B setting (0.88 / 0.95), so that parts and small objects stay in the running.
+    "text-candidates": AmgSettings(pred_iou_thresh=0.80, stability_score_thresh=0.85),
 }
-
-
-def preset_with_overrides(presets: dict[str, T], name: str, task: str, overrides: dict) -> T:
-    """`presets[name]` (a task's settings) with `overrides` replacing its fields; an `amg` dict is merged
-    into the preset's. A `ValueError` names an unknown preset, a `TypeError` an unknown field."""
-    if name not in presets:
-        raise ValueError(f"unknown {task} preset {name!r}; choose one of {', '.join(presets)}")
-    base = presets[name]
-    if "amg" in overrides:
-        overrides = {**overrides, "amg": {**base.amg, **overrides["amg"]}}
-    return dataclasses.replace(base, **overrides)
-
-
-def preset_settings(preset: str, overrides: dict) -> AmgSettings:
-    """`PRESETS[preset]` with `overrides` (AmgSettings field -> value); a `ValueError` names an unknown
-    preset or field."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown AMG preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(AmgSettings)})
-    if unknown:
-        raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -170,12 +147,10 @@ class AutomaticMaskGenerator:
 
     @classmethod
     def from_preset(
-        cls, predictor: SamPredictor, preset: str, *, keep_logits: bool = False, **overrides
+        cls, predictor: SamPredictor, name: str, *, keep_logits: bool = False, **overrides
     ) -> AutomaticMaskGenerator:
-        """A generator with the settings of `PRESETS[preset]`, any field overridden by keyword."""
-        if preset not in PRESETS:
-            raise ValueError(f"unknown AMG preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        settings = dataclasses.replace(PRESETS[preset], **overrides)
+        """A generator with the settings of `PRESETS[name]`, any `AmgSettings` field overridden by keyword."""
+        settings = preset_with_overrides(PRESETS, name, overrides)
         return cls(predictor, keep_logits=keep_logits, **dataclasses.asdict(settings))
 
     def generate(self, image) -> GeneratedMasks:

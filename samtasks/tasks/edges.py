@@ -20,15 +20,10 @@ import torch.nn.functional as F
 
 from samtasks.predictor import SamPredictor
 from samtasks.structures import EdgeMap, GeneratedMasks
-from samtasks.tasks.amg import (
-    CHUNK_PIXELS,
-    AmgSettings,
-    AutomaticMaskGenerator,
-    preset_settings,
-    preset_with_overrides,
-)
+from samtasks.tasks.amg import CHUNK_PIXELS, AmgSettings, AutomaticMaskGenerator
+from samtasks.tasks.amg import PRESETS as AMG_PRESETS
 from samtasks.utils.image import EDGE_QUANTIZE
-from samtasks.utils.settings import check_field_types
+from samtasks.utils.settings import check_field_types, preset_with_overrides
 from samtasks.utils.thinning import thin
 
 CHOICES = {
@@ -53,7 +48,9 @@ class EdgeSettings:
     """The edge pipeline after the mask generator. Defaults are the paper's protocol (`edges-paper`);
     the comments name the re-implementation's choice where `edges-reference` differs."""
 
-    amg_preset: str = "edges-bsds"  # 16x16 grid, 3 masks per point, no filtering, box NMS 0.7, no crops
+    # A key of `samtasks.tasks.amg.PRESETS`; this one: 16x16 grid, 3 masks per point, no filtering, box NMS
+    # 0.7, no crops.
+    amg_preset: str = "edges-bsds"
     amg: dict = dataclasses.field(default_factory=dict)  # AmgSettings fields overriding the preset
     # How the Sobel filters (of the probability map and, for the "sobel" gate, of the binary mask) see past
     # the image: "replicate" the border pixel, or "zeros" (reference), which puts a step, so an edge, along
@@ -95,7 +92,8 @@ class EdgeSettings:
             raise ValueError("smooth_radius must be >= 0 and edge_nms_multiplier > 0")
 
     def amg_settings(self) -> AmgSettings:
-        return preset_settings(self.amg_preset, self.amg)
+        """The generator's settings: `amg_preset` with the `amg` overrides."""
+        return preset_with_overrides(AMG_PRESETS, self.amg_preset, self.amg)
 
 
 PRESETS: dict[str, EdgeSettings] = {
@@ -135,10 +133,10 @@ class EdgeDetector:
         self.generator = AutomaticMaskGenerator(predictor, keep_logits=True, **amg)
 
     @classmethod
-    def from_preset(cls, predictor: SamPredictor, preset: str, **overrides) -> EdgeDetector:
-        """A detector with `PRESETS[preset]`, any `EdgeSettings` field overridden by keyword (`amg`
+    def from_preset(cls, predictor: SamPredictor, name: str, **overrides) -> EdgeDetector:
+        """A detector with `PRESETS[name]`, any `EdgeSettings` field overridden by keyword (`amg`
         entries are merged into the preset's)."""
-        return cls(predictor, preset_with_overrides(PRESETS, preset, "edges", overrides))
+        return cls(predictor, preset_with_overrides(PRESETS, name, overrides))
 
     def detect(self, image) -> EdgeMap:
         """`image`: RGB `uint8 [H, W, 3]`, a PIL image or a path. Returns the edge map at image size."""
