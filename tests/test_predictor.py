@@ -103,6 +103,8 @@ def test_predict_torch_takes_any_dtype_and_equals_predict(predictor):
 @pytest.mark.gpu
 def test_predict_torch_stays_on_cuda(tiny_checkpoint):
     """Prompts on the CPU, predictor on CUDA: every output on CUDA, equal to the CPU predictor's."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     image = random_image(np.random.default_rng(5), 70, 110)
     results = {}
     for device in ("cpu", "cuda"):
