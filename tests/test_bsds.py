@@ -234,6 +234,7 @@ def test_parallel_workers_give_identical_results():
         assert a.to_dict() == b.to_dict()
 
 
+@pytest.mark.slow  # a second oracle; the default run checks the same code on the official sample's files
 def test_agrees_with_pyedgeeval_on_real_maps():
     """pyedgeeval runs the official C++ matcher (random sparse outlier edges, CSA): where equal-cost
     assignments exist it may pick another, so counts agree to a few pixels, not exactly."""
