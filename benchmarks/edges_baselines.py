@@ -28,7 +28,7 @@ import numpy as np
 
 from samtasks.data.bsds import BsdsDataset
 from samtasks.metrics.bsds import evaluate_folder, thresholds
-from samtasks.tasks.edges import save_edge_map
+from samtasks.utils.image import save_edge_map
 
 PAPER = {"sobel": {"ODS": 0.539}, "canny": {"ODS": 0.600, "OIS": 0.640, "AP": 0.580}}
 

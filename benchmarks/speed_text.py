@@ -40,7 +40,7 @@ def main() -> None:
     predictor = SamPredictor(same_weights(args.model)[1], device=args.device)
     encoder = OpenClipEncoder(args.clip, pretrained=None, device=args.device)
     knobs = {"points_per_side": args.points_per_side, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    segmenter = TextSegmenter(predictor, encoder, box_nms_thresh=1.0, **knobs)
+    segmenter = TextSegmenter.from_preset(predictor, "text-clip", encoder=encoder, amg={**knobs, "box_nms_thresh": 1.0})
     image, image_name = load_image()
 
     timings = {}

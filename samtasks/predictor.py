@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from samtasks.structures import MaskPrediction
+from samtasks.utils.device import resolve_device
 from samtasks.utils.image import load_image
 from samtasks.utils.memory import release_freed_memory
 
@@ -31,25 +32,6 @@ _UPSAMPLE_PIXELS = 1 << 26
 @dataclass(frozen=True)
 class _ImageState:
     original_size: tuple[int, int]  # (H, W) of the original image
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None` -> cuda if available, else mps if available, else cpu."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps requested but MPS is not available")
-    return device
 
 
 class SamPredictor:

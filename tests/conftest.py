@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
+
+# The test models are tiny: intra-op threads gain little, and on a busy machine every OpenMP barrier
+# waits for a scheduler slice (the suite ran 4-6x slower with 2 threads beside other jobs). Set before
+# torch is imported, so the command-line subprocesses inherit it; OMP_NUM_THREADS overrides.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -34,15 +34,15 @@ def _shapes(rng: np.random.Generator, h: int, w: int) -> list[tuple[int, np.ndar
     return out
 
 
-def write_dataset(root: Path, n_images: int = 4, *, lvis: bool = False, seed: int = 0) -> Path:
+def write_dataset(root: Path, n_images: int = 4, *, lvis: bool = False, seed: int = 0, large: bool = True) -> Path:
     """Writes `n_images` images under `root/val2017/` and the annotation file `root/annotations.json`
-    (LVIS style with `coco_url`, frequencies and the federated lists if `lvis`). One image is
-    600x800 (the others smaller), so that areas fall in every COCO range."""
+    (LVIS style with `coco_url`, frequencies and the federated lists if `lvis`). With `large`, the
+    first image is 600x800 (the others smaller), so that areas fall in every COCO range."""
     rng = np.random.default_rng(seed)
     (root / "val2017").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(n_images):
-        h, w = (600, 800) if i == 0 else (int(rng.integers(60, 120)), int(rng.integers(60, 120)))
+        h, w = (600, 800) if i == 0 and large else (int(rng.integers(60, 120)), int(rng.integers(60, 120)))
         image = np.full((h, w, 3), 40, np.uint8)
         image_id = 100 + i
         for category, mask in _shapes(rng, h, w):

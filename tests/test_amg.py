@@ -96,9 +96,9 @@ def test_records_and_logits(tiny_checkpoint):
 
 def test_presets_follow_the_paper():
     assert PRESETS["sa1b"].crop_n_layers == 2 and PRESETS["sa1b"].max_area_fraction == 0.95
-    assert PRESETS["proposals-lvis"].points_per_side == 64 and PRESETS["proposals-lvis"].box_nms_thresh == 0.9
+    assert PRESETS["amg-lvis"].points_per_side == 64 and PRESETS["amg-lvis"].box_nms_thresh == 0.9
     assert PRESETS["edges-bsds"].points_per_side == 16 and PRESETS["edges-bsds"].pred_iou_thresh == 0.0
-    with pytest.raises(ValueError, match="unknown AMG preset"):
+    with pytest.raises(ValueError, match="unknown AmgSettings preset 'nope'; choose one of official, sa1b"):
         AutomaticMaskGenerator.from_preset(None, "nope")
 
 

@@ -34,8 +34,8 @@ GOLDEN = Path(__file__).parent / "golden" / "bsds500-bench"
 def data(tmp_path_factory) -> Path:
     """A COCO-style and an LVIS-style set of 2 images, and their ground-truth boxes as detections."""
     root = tmp_path_factory.mktemp("backends")
-    ann = write_dataset(root / "coco", 2)
-    write_dataset(root / "lvis", 2, lvis=True)
+    ann = write_dataset(root / "coco", 2, large=False)
+    write_dataset(root / "lvis", 2, lvis=True, large=False)
     dets = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
         for a in json.loads(ann.read_text())["annotations"]

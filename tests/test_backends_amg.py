@@ -53,6 +53,7 @@ def test_sam2_matches_official_generator(tmp_path, extra):
     _compare(generator, "test_sam2", path, settings, random_image(np.random.default_rng(3), 96, 128))
 
 
+@pytest.mark.slow  # the official TinyViT runs only at 1024 px; the generator is the one every family shares
 def test_mobile_sam_matches_official_generator(tmp_path):
     mobile_sam = pytest.importorskip("mobile_sam")
     from .official_hq import build_official_mobile_sam, official_sizes

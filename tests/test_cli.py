@@ -139,3 +139,23 @@ def test_proposals_and_bench_usage_errors(tmp_path, image_file, capsys):
     assert "LVIS annotation file not found" in capsys.readouterr().err
     assert main(["bench", "coco-proposals", "--data", str(tmp_path), "--set", "foo=1", "--out", str(tmp_path)]) == 1
     assert "unknown key 'foo'" in capsys.readouterr().err
+
+
+def test_bench_options_apply_to_the_benchmarks_that_take_them(tmp_path, capsys):
+    argv = ["--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(["bench", "coco-text", *argv, "--detector", "yolov8"]) == 2
+    assert "--detector applies to coco-instance, lvis-instance only" in capsys.readouterr().err
+    assert main(["bench", "lvis-instance", *argv, "--datasets", "lvis"]) == 2
+    assert "--datasets applies to single-point only" in capsys.readouterr().err
+    assert main(["bench", "single-point", *argv]) == 2
+    assert "single-point needs --config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_errors_are_one_line_and_verbose_adds_the_traceback(tmp_path, capsys, caplog, verbose):
+    argv = ["bench", "coco-proposals", "--data", str(tmp_path), "--set", "foo=1", "--out", str(tmp_path)]
+    assert main(["-v", *argv] if verbose else argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "samtasks bench: error:" in err and "unknown key 'foo'" in err
+    shown = caplog.text + err
+    assert ("Traceback" in shown and "in load_config" in shown) is verbose

@@ -74,7 +74,7 @@ def test_upscale_matches_module(grid):
     with torch.inference_mode():
         upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(2, 256, h, w))  # [2, 32, 4h, 4w]
         expected = (hyper_in @ upscaled.flatten(2)).view(2, 3, 4 * h, 4 * w)
-        ours = decoder._upscale_and_project(src, hyper_in, grid)
+        ours = decoder.upscale_and_project(src, hyper_in, grid)
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 

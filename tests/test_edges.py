@@ -15,7 +15,10 @@ from PIL import Image
 from samtasks import SamPredictor, build_sam
 from samtasks.cli import main
 from samtasks.metrics.bsds import load_prediction
+from samtasks.structures import GeneratedMasks
 from samtasks.tasks import edges as E
+from samtasks.utils.image import save_edge_map
+from samtasks.utils.masks import encode_rle, masks_to_boxes
 
 from .conftest import random_image
 
@@ -79,39 +82,50 @@ def predictor(tiny_checkpoint):
     return SamPredictor(build_sam("tiny", tiny_checkpoint))
 
 
-def test_full_size_logits_equal_the_predictors_upsampling(predictor):
-    image = random_image(np.random.default_rng(1), 48, 64)
-    detector = E.EdgeDetector(predictor, E.EdgeSettings(amg={"points_per_side": 4, "box_nms_thresh": 1.0}))
-    masks = detector.generator.generate(image)
-    assert len(masks) > 1
-    ours = detector._full_logits(masks, slice(0, len(masks)))
-    predictor.set_image(image)
-    reference = predictor.upsample(torch.from_numpy(masks.low_res_logits)[:, None])[:, 0]
-    predictor.reset_image()
-    torch.testing.assert_close(ours, reference.float())
+FEW_MASKS = {"points_per_side": 4, "box_nms_thresh": 1.0}  # random weights: keep the overlapping masks
+
+
+def _detect_keeping_masks(detector: E.EdgeDetector, image: np.ndarray, monkeypatch) -> tuple:
+    """(edge map, the generator's masks it was made from)."""
+    generate, kept = detector.generator.generate, []
+    monkeypatch.setattr(detector.generator, "generate", lambda im: kept.append(generate(im)) or kept[-1])
+    result = detector.detect(image)
+    return result, kept[0]
 
 
 @pytest.mark.parametrize(
     "settings",
     [
-        E.EdgeSettings(),
-        E.EdgeSettings(gate=False, reduce="mean", suppression="thin"),
-        E.EdgeSettings(amg={"crop_n_layers": 1}),
+        E.EdgeSettings(amg=FEW_MASKS),
+        E.EdgeSettings(gate=False, reduce="mean", suppression="thin", amg=FEW_MASKS),
     ],
+    ids=["paper", "ungated mean thinned"],
 )
-def test_detector_contract(predictor, settings):
+def test_detector_contract(predictor, settings, monkeypatch):
+    """The map is each mask's logits upsampled as the predictor does, filtered, reduced over masks,
+    normalized and suppressed, composed from the public steps (no crops: the predictor's frame)."""
     image = random_image(np.random.default_rng(2), 50, 70)
-    result = E.EdgeDetector(predictor, settings).detect(image)
+    result, masks = _detect_keeping_masks(E.EdgeDetector(predictor, settings), image, monkeypatch)
     assert result.edges.shape == (50, 70) and result.edges.dtype == np.float32
-    assert 0 <= result.edges.min() and result.edges.max() <= 1
-    assert result.num_masks >= 1 and result.edges.max() > 0
+    assert result.num_masks == len(masks) > 1
+    predictor.set_image(image)  # the generator resets it
+    logits = predictor.upsample(torch.from_numpy(masks.low_res_logits)[:, None])[:, 0]  # [N, 50, 70]
+    predictor.reset_image()
+    response = E.mask_edges(logits, padding=settings.sobel_padding, gate=settings.gate)
+    if settings.reduce == "max":
+        combined = response.amax(0).numpy().astype(np.float64)
+    else:
+        combined = response.sum(0).numpy().astype(np.float64) / len(masks)
+    expected = E.suppress(E.normalize(combined, settings.normalize), settings)
+    assert np.count_nonzero(expected) > 10
+    np.testing.assert_allclose(result.edges, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(
     "settings",
     [
-        E.EdgeSettings(amg={"points_per_side": 4, "box_nms_thresh": 1.0}),
-        E.EdgeSettings(smooth_radius=3, edge_nms_border=8, amg={"points_per_side": 4, "box_nms_thresh": 1.0}),
+        E.EdgeSettings(amg=FEW_MASKS),
+        E.EdgeSettings(smooth_radius=3, edge_nms_border=8, amg=FEW_MASKS),
     ],
 )
 def test_bands_of_rows_give_the_same_map(predictor, settings, monkeypatch):
@@ -124,16 +138,57 @@ def test_bands_of_rows_give_the_same_map(predictor, settings, monkeypatch):
     np.testing.assert_array_equal(banded.edges, whole.edges)
 
 
-def test_edges_lie_on_the_kept_masks_outer_rings(predictor):
+def test_edges_lie_on_the_kept_masks_outer_rings(predictor, monkeypatch):
     image = random_image(np.random.default_rng(3), 50, 70)
-    settings = E.EdgeSettings(suppression="none", amg={"points_per_side": 4, "box_nms_thresh": 1.0})
-    detector = E.EdgeDetector(predictor, settings)
-    result = detector.detect(image)
-    masks = detector.generator.generate(image)
-    inside = detector._full_logits(masks, slice(0, len(masks))) > 0
-    rings = (torch.nn.functional.max_pool2d(inside.float()[:, None], 3, 1, 1)[:, 0].bool() & ~inside).any(0)
+    detector = E.EdgeDetector(predictor, E.EdgeSettings(suppression="none", amg=FEW_MASKS))
+    result, masks = _detect_keeping_masks(detector, image, monkeypatch)
+    inside = torch.from_numpy(masks.masks())  # bool [N, 50, 70], the generator's masks
+    rings = (torch.nn.functional.max_pool2d(inside.float()[:, None], 3, 1, 1)[:, 0].bool() & ~inside).numpy()
+    on = result.edges > 0
     assert result.edges.max() == pytest.approx(1.0)  # normalized
-    assert not (result.edges > 0)[~rings.numpy()].any()
+    assert not on[~rings.any(0)].any() and on[rings.any(0)].mean() > 0.9
+
+
+def test_a_crops_mask_is_filtered_in_its_place_in_the_image(predictor, monkeypatch):
+    """A mask from a crop (random weights give none: the generator's crop-edge rule drops masks spanning
+    their crop) has its low-res logits in the crop's frame: upsampled to the crop and put at its box."""
+    h, w, (x0, y0, x1, y1) = 50, 70, (30, 12, 70, 42)  # a 40 x 30 crop at the right border
+    side = predictor.mask_input_size[0]
+    yy, xx = np.mgrid[0:side, 0:side]
+    low = np.stack(
+        [
+            8.0 - np.hypot(yy - 16, xx - 16),  # the whole image's frame: a disc at the centre
+            6.0 - np.hypot(yy - 12, xx - 12),  # the crop's frame (it fills 32 x 24 of the 32 x 32 logits)
+        ]
+    ).astype(np.float32)
+    crops = np.array([[0, 0, w, h], [x0, y0, x1, y1]])
+    full = []
+    for (a, b, c, d), logits in zip(crops, low, strict=True):  # each mask upsampled in its frame and placed
+        predictor.set_image(np.zeros((d - b, c - a, 3), np.uint8))
+        frame = torch.full((h, w), -20.0)
+        frame[b:d, a:c] = predictor.upsample(torch.from_numpy(logits)[None, None])[0, 0]
+        full.append(frame)
+    predictor.reset_image()
+    full = torch.stack(full)  # [2, 50, 70]
+    inside = (full > 0).numpy()
+    assert inside[1].any() and not inside[1][:, :x0].any()  # the crop's disc lies inside the crop
+    generated = GeneratedMasks(
+        image_size=(h, w),
+        rles=encode_rle(inside),
+        boxes=masks_to_boxes(torch.from_numpy(inside)).numpy(),
+        predicted_iou=np.ones(2, np.float32),
+        stability_score=np.ones(2, np.float32),
+        points=np.zeros((2, 2), np.float32),
+        crop_boxes=crops,
+        low_res_logits=low,
+    )
+    detector = E.EdgeDetector(predictor, E.EdgeSettings(suppression="none"))
+    monkeypatch.setattr(detector.generator, "generate", lambda image: generated)
+    result = detector.detect(np.zeros((h, w, 3), np.uint8))
+    expected = E.normalize(E.mask_edges(full).amax(0).numpy().astype(np.float64))
+    np.testing.assert_allclose(result.edges, expected, rtol=0, atol=1e-6)
+    ring = torch.nn.functional.max_pool2d(torch.from_numpy(inside[1:]).float()[None], 3, 1, 1)[0, 0].numpy() > 0
+    assert (result.edges[ring & ~inside[1]] > 0).mean() > 0.9  # the crop's mask has its edges
 
 
 def test_settings_validation():
@@ -141,20 +196,20 @@ def test_settings_validation():
         E.EdgeSettings(reduce="median")
     with pytest.raises(ValueError, match="suppression must be one of"):
         E.EdgeSettings(suppression="canny")
-    with pytest.raises(ValueError, match="unknown AMG setting"):
+    with pytest.raises(ValueError, match=r"unknown AmgSettings field\(s\) points \(known: points_per_side"):
         E.EdgeSettings(amg={"points": 3})
-    with pytest.raises(ValueError, match="unknown AMG preset"):
+    with pytest.raises(ValueError, match="unknown AmgSettings preset 'nope'"):
         E.EdgeSettings(amg_preset="nope")
 
 
 def test_png_round_trip(tmp_path):
     edges = np.random.default_rng(0).random((7, 9))
-    path = E.save_edge_map(tmp_path / "sub" / "m.png", edges)
+    path = save_edge_map(tmp_path / "sub" / "m.png", edges)
     with Image.open(path) as image:
         assert image.mode == "L"
     np.testing.assert_allclose(load_prediction(path), np.round(edges * 255) / 255)
     with pytest.raises(ValueError, match="finite"):
-        E.save_edge_map(tmp_path / "x.png", np.full((2, 2), np.nan))
+        save_edge_map(tmp_path / "x.png", np.full((2, 2), np.nan))
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -202,6 +257,16 @@ def test_eval_edges_command(tmp_path, capsys):
     assert "no prediction for 3063" in capsys.readouterr().err
     assert main([*args, "--max-dist", "3", "--out", str(out)]) == 2
     assert main([*args, "--limit", "-1", "--out", str(out)]) == 2
+
+
+def test_eval_edges_finds_the_ground_truth_under_a_bsds_root(tmp_path, capsys):
+    (tmp_path / "root" / "groundTruth").mkdir(parents=True)
+    shutil.copytree(GOLDEN / "groundTruth", tmp_path / "root" / "groundTruth" / "test")
+    args = ["eval-edges", "--pred", str(GOLDEN / "png"), "--thresholds", "5", "--limit", "1", "--workers", "1", "-q"]
+    assert main([*args, "--gt", str(GOLDEN / "groundTruth"), "--out", str(tmp_path / "direct")]) == 0
+    direct = capsys.readouterr().out
+    assert main([*args, "--gt", str(tmp_path / "root"), "--out", str(tmp_path / "root_eval")]) == 0
+    assert capsys.readouterr().out.split("(")[0] == direct.split("(")[0] and "ODS" in direct
 
 
 def test_eval_edges_limit_naming_and_bad_maps(tmp_path, capsys):

@@ -26,7 +26,7 @@ from samtasks.evaluation import load_config
 from samtasks.evaluation.edges import EdgesBenchConfig
 from samtasks.structures import EdgeMap
 from samtasks.tasks import edges as E
-from samtasks.utils.image import load_image
+from samtasks.utils.image import load_image, save_edge_map
 
 ROOT = Path(__file__).resolve().parents[1]
 BSDS_IMAGE = ROOT / "tests" / "golden" / "bsds500-bench" / "images" / "2018.jpg"
@@ -144,7 +144,7 @@ def test_floor_quantization(tmp_path):
         path = EdgeMap(edges, 1, quantize=quantize).save(tmp_path / f"{quantize}.png")
         np.testing.assert_array_equal(np.asarray(Image.open(path)), [levels])
     with pytest.raises(ValueError, match="quantize must be one of"):
-        E.save_edge_map(tmp_path / "x.png", edges, quantize="ceil")
+        save_edge_map(tmp_path / "x.png", edges, quantize="ceil")
 
 
 # --- presets and configs --------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_presets():
     ref = E.PRESETS["edges-reference"]
     assert ref.amg_settings().batch_nms_thresh == 0.7 and ref.amg_settings().points_per_side == 16
     assert (ref.edge_nms_radius, ref.edge_nms_border, ref.edge_nms_multiplier) == (2, 0, 1.0)
-    with pytest.raises(ValueError, match="unknown edges preset"):
+    with pytest.raises(ValueError, match="unknown EdgeSettings preset 'edges-bsds'"):
         E.EdgeDetector.from_preset(None, "edges-bsds")
     with pytest.raises(ValueError, match="orientation must be one of"):
         E.EdgeSettings(orientation="matlab")
@@ -220,7 +220,10 @@ def test_reference_preset_reproduces_the_reimplementation_on_a_bsds_image(
     ours = np.asarray(Image.open(result.save(tmp_path / "ours.png")))
 
     masks = kept[0]
-    reference = opencv_reference(_reference_normalized_map(detector._full_logits(masks, slice(0, len(masks)))))
+    predictor.set_image(load_image(BSDS_IMAGE))  # the generator resets it
+    logits = predictor.upsample(torch.from_numpy(masks.low_res_logits)[:, None])[:, 0]
+    predictor.reset_image()
+    reference = opencv_reference(_reference_normalized_map(logits))
     assert len(masks) == 48 and ours.shape == reference["png"].shape == (481, 321)
     assert (reference["png"] > 0).mean() > 0.05
     # Equal up to float ties: OpenCV computes in float32, we in float64.

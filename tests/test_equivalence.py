@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -92,15 +94,30 @@ def test_image_embedding_matches_official(pair):
     np.testing.assert_allclose(ours.features.numpy(), official.features.numpy(), atol=TOL, rtol=0)
 
 
-def test_vit_b_matches_official(tmp_path):
-    """Full-size ViT-B (about 30 s on CPU): the encoder at 1024 px and a few prompts."""
-    official = randomize(build_official(MODEL_SPECS["vit_b"]), seed=3)
-    path = tmp_path / "vit_b.pth"
+# ViT-B's architecture at a small width, depth and input: its heads, patch and window sizes (the 32-token
+# grid padded to 42 for 14-token windows), the full decoder, and global attention on a grid large enough
+# that its relative-position bias is built in chunks of query rows (10, 10, 10, 2), as at full size.
+VIT_B_SHAPED = dataclasses.replace(
+    MODEL_SPECS["vit_b"], encoder_embed_dim=96, encoder_depth=4, encoder_global_attn_indexes=(1, 3), image_size=512
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["vit_b_shaped", pytest.param("vit_b", marks=pytest.mark.slow)],  # full size: about 30 s on CPU
+)
+def test_vit_b_matches_official(name, tmp_path, monkeypatch):
+    """The encoder and a few prompts on ViT-B's code path, small by default; `pytest -m slow` runs it at
+    full size (1024 px)."""
+    spec = VIT_B_SHAPED if name == "vit_b_shaped" else MODEL_SPECS["vit_b"]
+    monkeypatch.setitem(MODEL_SPECS, name, spec)
+    official = randomize(build_official(spec), seed=3)
+    path = tmp_path / f"{name}.pth"
     torch.save(official.state_dict(), path)
     image = random_image(np.random.default_rng(2), 300, 200)
     ref = sa.SamPredictor(official)
     ref.set_image(image)
-    ours = SamPredictor(build_sam("vit_b", path), device="cpu")
+    ours = SamPredictor(build_sam(name, path), device="cpu")
     ours.set_image(image)
     np.testing.assert_allclose(ours.features.numpy(), ref.features.numpy(), atol=TOL, rtol=0)
     prompts = dict(points=[[[50.0, 60.0], [150.0, 250.0]]], labels=[[1, 0]], boxes=[[10.0, 20.0, 180.0, 290.0]])

@@ -3,6 +3,7 @@ and sharding under torchrun (2 gloo processes give the 1-process metrics)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from samtasks.cli import main
 from samtasks.evaluation import ConfigError, ResultsStore, benchmarks, load_config, run_benchmark
@@ -54,10 +56,14 @@ def test_config_errors_name_file_and_key(tmp_path, text, overrides, message):
 
 @pytest.mark.parametrize("name", sorted(benchmarks()))
 def test_shipped_configs_are_the_defaults(name):
-    """configs/*.yaml document the paper protocol; they must equal the built-in defaults."""
-    defaults, _ = benchmarks()[name]
-    path = ROOT / "configs" / f"{name.split('-')[1]}_{name.split('-')[0]}.yaml"
-    assert load_config(defaults, path) == defaults
+    """configs/*.yaml document the paper protocol; they must equal the built-in defaults (the suite's
+    datasets, which it requires, aside)."""
+    spec = benchmarks()[name]
+    loaded = load_config(spec.defaults, ROOT / "configs" / spec.config_file)
+    if spec.requires_config:
+        assert loaded.datasets and spec.defaults.datasets == {}
+        loaded = dataclasses.replace(loaded, datasets={})
+    assert loaded == spec.defaults
 
 
 def test_store_discards_a_cut_off_line(tmp_path):
@@ -77,7 +83,7 @@ def test_store_discards_a_cut_off_line(tmp_path):
 
 @pytest.fixture()
 def bench_setup(tmp_path, tiny_checkpoint):
-    write_dataset(tmp_path / "data", 5, lvis=True)
+    write_dataset(tmp_path / "data", 5, lvis=True, large=False)
     overrides = [
         "data.annotations=annotations.json",
         "model.name=tiny",
@@ -156,6 +162,17 @@ def test_limit_failed_images_and_config_mismatch(bench_setup):
         run_benchmark(bench, tmp / "out", limit=-2, progress=False)
 
 
+def test_results_name_the_device_the_model_is_on(bench_setup, monkeypatch):
+    tmp, config = bench_setup
+    # The best available device is not the one the config asks for: the results follow the model.
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    config = load_config(config, None, ["model.device=cpu"])
+    result = run_benchmark(
+        ProposalsBenchmark("lvis-proposals", config, tmp / "data"), tmp / "out", limit=1, progress=False
+    )
+    assert result["model_device"] == "cpu"
+
+
 def test_ctrl_c_stops_a_bench_in_one_line_and_it_resumes(bench_setup):
     tmp, config = bench_setup
     bench = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
@@ -194,32 +211,39 @@ def test_a_bench_failing_before_its_first_image_leaves_no_config(bench_setup, ca
     assert main([*argv, "--limit", "-2"]) == 2
 
 
-def _cli_bench(tmp: Path, config_path: Path, out: str, nproc: int) -> dict:
-    command = ["bench", "lvis-proposals", "--data", str(tmp / "data"), "--config", str(config_path)]
-    command += ["--out", str(tmp / out), "--quiet"]
-    if nproc == 1:
-        prefix = [sys.executable, "-m", "samtasks.cli"]
-    else:
-        prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        prefix += ["-m", "samtasks.cli"]
+def test_two_process_torchrun_gives_the_same_records_and_metrics(tmp_path, tiny_checkpoint):
+    """The one torchrun test: a single-point suite of two datasets in one 2-process gloo run (one process
+    group for both benchmarks) shards every dataset by rank and gives the records and metrics of one
+    process."""
+    data = tmp_path / "data"
+    write_dataset(data / "a", 3, large=False)
+    write_dataset(data / "b", 2, seed=1, large=False)
+    config_path = tmp_path / "suite.yaml"
+    config_path.write_text(
+        "model: {name: tiny, checkpoint: " + str(tiny_checkpoint) + "}\n"
+        "task: {max_clicks: 3}\n"
+        "datasets:\n"
+        "  a: {format: coco, images: a/val2017, annotations: a/annotations.json}\n"
+        "  b: {format: coco, images: b/val2017, annotations: b/annotations.json}\n"
+    )
+    command = ["bench", "single-point", "--data", str(data), "--config", str(config_path), "-q"]
+    assert main([*command, "--out", str(tmp_path / "one")]) == 0
+    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "samtasks.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    done = subprocess.run(prefix + command, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [*prefix, *command, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((tmp / out / "results.json").read_text())
-
-
-def test_two_process_torchrun_gives_the_same_metrics(bench_setup):
-    tmp, config = bench_setup
-    config_path = tmp / "run.yaml"
-    config_path.write_text(dump_yaml(config))
-    single = _cli_bench(tmp, config_path, "one", 1)
-    double = _cli_bench(tmp, config_path, "two", 2)
-    assert double["timings"]["world_size"] == 2
-    assert sorted(p.name for p in (tmp / "two" / "records").iterdir()) == ["rank0.jsonl", "rank1.jsonl"]
-    rank1 = [json.loads(line)["image_id"] for line in (tmp / "two" / "records" / "rank1.jsonl").open()]
-    assert rank1 == [101, 103]  # every world_size-th image
-    assert double["metrics"] == single["metrics"] and double["images"] == single["images"] == 5
-    assert _records(tmp / "two") == _records(tmp / "one")
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert set(two["datasets"]) == {"a", "b"} and two["datasets"] == one["datasets"]
+    for name, images in (("a", 3), ("b", 2)):
+        records = tmp_path / "two" / name / "records"
+        assert sorted(p.name for p in records.iterdir()) == ["rank0.jsonl", "rank1.jsonl"]
+        assert [json.loads(line)["image_id"] for line in (records / "rank1.jsonl").open()] == [101]  # every 2nd
+        assert _records(tmp_path / "two" / name) == _records(tmp_path / "one" / name)
+        result = json.loads((tmp_path / "two" / name / "results.json").read_text())
+        assert result["timings"]["world_size"] == 2 and result["images"] == images
 
 
 @pytest.mark.parametrize(
@@ -234,6 +258,5 @@ def test_two_process_torchrun_gives_the_same_metrics(bench_setup):
     ],
 )
 def test_bench_configs_are_range_checked_at_load(override, message):
-    defaults, _ = benchmarks()["bsds-edges"]
     with pytest.raises(ConfigError, match=message):
-        load_config(defaults, None, [override])
+        load_config(benchmarks()["bsds-edges"].defaults, None, [override])

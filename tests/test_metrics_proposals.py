@@ -54,11 +54,11 @@ def _both():
 def test_perfect_and_empty(metric):
     gt = [_rect(64, 64, 0, 20, 0, 20), _rect(64, 64, 30, 60, 30, 60)]
     sample = _sample(gt, categories=[1, 2])
-    metric.update(metric.image_stats(sample, _props(gt, [0.9, 0.8])))
+    metric.update(_props(gt, [0.9, 0.8]), sample)
     assert metric.compute()["AR@100"] == 1.0
     assert metric.compute()["AR@1"] == 0.5  # the top proposal recalls one of two
     metric.reset()
-    metric.update(metric.image_stats(sample, []))
+    metric.update([], sample)
     values = metric.compute()
     assert values["AR@100"] == 0.0 and values["ARs@100"] == 0.0
     assert values["ARl@100"] == -1.0  # no large object to recall
@@ -71,7 +71,7 @@ def test_known_partial_overlaps(metric):
     a, b = _rect(64, 64, 0, 20, 0, 20), _rect(64, 64, 30, 50, 30, 55)
     pa, pb = _rect(64, 64, 0, 18, 0, 20), _rect(64, 64, 30, 50, 30, 48)
     sample = _sample([a, b], categories=[1, 2])
-    metric.update(metric.image_stats(sample, _props([pa, pb], [0.5, 0.6])))
+    metric.update(_props([pa, pb], [0.5, 0.6]), sample)
     values = metric.compute()
     assert values["AR@100"] == pytest.approx((0.9 + 0.5) / 2)
     assert values["AR@1"] == pytest.approx(0.5 / 2)  # only B's proposal (higher score) is in the top 1
@@ -84,7 +84,7 @@ def test_known_partial_overlaps(metric):
 def test_coco_crowd_objects_are_not_counted():
     gt = [_rect(64, 64, 0, 20, 0, 20), _rect(64, 64, 30, 60, 30, 60)]
     metric = coco_proposal_recall((100,))
-    metric.update(metric.image_stats(_sample(gt, crowd=[0, 1]), _props(gt[:1], [1.0])))
+    metric.update(_props(gt[:1], [1.0]), _sample(gt, crowd=[0, 1]))
     assert metric.compute()["AR@100"] == 1.0
 
 
@@ -107,7 +107,7 @@ def _noisy_proposals(rng, dataset, count: int) -> list[dict]:
 def _ours(metric, dataset, results):
     for sample in dataset:
         mine = [r for r in results if r["image_id"] == sample.image_id]
-        metric.update(metric.image_stats(sample, mine))
+        metric.update(mine, sample)
     return metric.compute()
 
 

@@ -87,10 +87,33 @@ def test_set_images_batch_equals_single(tiny_checkpoint):
         assert a.masks.shape == b.masks.shape == (1, 3, 60 + 10 * i, 90)
 
 
-def test_predict_torch_stays_on_device(predictor):
-    out = predictor.predict_torch(torch.tensor([[[10.0, 10.0]]]), torch.tensor([[1]]), return_masks=False)
-    assert out.masks is None and isinstance(out.low_res_logits, torch.Tensor)
-    assert out.low_res_logits.device == predictor.device
+def test_predict_torch_takes_any_dtype_and_equals_predict(predictor):
+    """The tensor path with float64 points and int32 labels gives `predict`'s numbers as tensors (that
+    they stay on the predictor's device needs a second device: `test_predict_torch_stays_on_cuda`)."""
+    points, labels = [[[10.25, 10.5], [60.75, 30.0]]], [[1, 0]]
+    expected = predictor.predict(points=points, labels=labels)
+    out = predictor.predict_torch(
+        torch.tensor(points, dtype=torch.float64), torch.tensor(labels, dtype=torch.int32), return_masks=False
+    )
+    assert out.masks is None and out.low_res_logits.dtype == torch.float32
+    np.testing.assert_array_equal(out.low_res_logits.numpy(), expected.low_res_logits)
+    np.testing.assert_array_equal(out.iou_scores.numpy(), expected.iou_scores)
+
+
+@pytest.mark.gpu
+def test_predict_torch_stays_on_cuda(tiny_checkpoint):
+    """Prompts on the CPU, predictor on CUDA: every output on CUDA, equal to the CPU predictor's."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    image = random_image(np.random.default_rng(5), 70, 110)
+    results = {}
+    for device in ("cpu", "cuda"):
+        predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device=device)
+        predictor.set_image(image)
+        results[device] = predictor.predict_torch(torch.tensor([[[10.0, 10.0]]]), torch.tensor([[1]]))
+    cpu, cuda = results["cpu"], results["cuda"]
+    assert {t.device.type for t in (cuda.masks, cuda.iou_scores, cuda.low_res_logits)} == {"cuda"}
+    torch.testing.assert_close(cuda.low_res_logits.cpu(), cpu.low_res_logits, atol=1e-3, rtol=0)
 
 
 def test_upsample_threshold_equals_logits(predictor):
@@ -143,8 +166,17 @@ def test_bad_options(tiny_checkpoint):
             SamPredictor(model, device="cuda")
 
 
-def test_bfloat16_autocast_on_cpu_runs(tiny_checkpoint):
-    predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device="cpu", dtype="bfloat16")
-    predictor.set_image(random_image(np.random.default_rng(0), 40, 40))
-    out = predictor.predict(points=[[20, 20]])
-    assert out.low_res_logits.dtype == np.float32 and np.isfinite(out.low_res_logits).all()
+def test_bfloat16_autocast_on_cpu_is_close_to_float32(tiny_checkpoint):
+    image = random_image(np.random.default_rng(0), 40, 40)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device="cpu", dtype=dtype)
+        predictor.set_image(image)
+        out[dtype] = predictor.predict(points=[[20, 20], [5, 30]], labels=[1, 0])
+    full, half = out["float32"], out["bfloat16"]
+    assert half.low_res_logits.dtype == np.float32
+    error = np.abs(half.low_res_logits - full.low_res_logits).max()
+    assert 0 < error < 0.05 * np.abs(full.low_res_logits).max()  # bfloat16 ran, to its ~3 digits
+    np.testing.assert_allclose(half.iou_scores, full.iou_scores, atol=0.02, rtol=0)
+    iou = (half.masks & full.masks).sum((2, 3)) / (half.masks | full.masks).sum((2, 3))  # [1, 3]
+    assert iou.min() > 0.95

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samtasks import SamPredictor, build_sam
-from samtasks.tasks.amg import GeneratedMasks
+from samtasks.structures import GeneratedMasks
 from samtasks.tasks.proposals import PRESETS, ProposalGenerator, ProposalSettings, rank_masks
 from samtasks.utils.masks import encode_rle
 
@@ -60,7 +60,7 @@ def test_settings_errors_name_the_knob():
         ProposalSettings(amg={"points_per_sid": 3})
     with pytest.raises(ValueError, match="ranking"):
         ProposalSettings(ranking="best")
-    with pytest.raises(ValueError, match="unknown proposals preset"):
+    with pytest.raises(ValueError, match="unknown ProposalSettings preset"):
         ProposalGenerator.from_preset(None, "nope")
 
 

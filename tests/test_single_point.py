@@ -14,11 +14,12 @@ from PIL import Image
 from samtasks import SamPredictor, build_sam
 from samtasks.cli import main
 from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
-from samtasks.evaluation import load_config
+from samtasks.evaluation import ModelConfig, ResultsStore, load_config, run_benchmark
 from samtasks.evaluation.single_point import SinglePointBenchmark, SinglePointSuiteConfig, run_suite
 from samtasks.metrics.single_point import ClickMetrics
-from samtasks.structures import MaskPrediction, Sample
-from samtasks.tasks.single_point import ClickEvaluator, ClickResult, center_point, mask_iou, next_click
+from samtasks.structures import ClickResult, MaskPrediction, Sample
+from samtasks.tasks.single_point import ClickEvaluator, ClickSettings, center_point, next_click
+from samtasks.utils.masks import mask_iou
 
 from .conftest import random_image
 from .synthetic import write_dataset
@@ -221,7 +222,7 @@ def test_click_sessions_equal_the_reference_sessions(rng):
 
 def test_click_metrics_hand_computed():
     m = ClickMetrics(clicks_at=(1, 2, 3), noc_thresholds=(0.85, 0.9), noc_max_clicks=3)
-    m.update([[0.5, 0.86, 0.95], [0.9, 0.91, 0.92], [0.1, 0.2, 0.3]], [0.6, 0.95, 0.4])
+    m.add({"ious": [[0.5, 0.86, 0.95], [0.9, 0.91, 0.92], [0.1, 0.2, 0.3]], "oracle": [0.6, 0.95, 0.4]})
     out = m.compute()
     assert out["mIoU@1"] == pytest.approx(0.5) and out["mIoU@3"] == pytest.approx((0.95 + 0.92 + 0.3) / 3)
     assert out["oracle_mIoU@1"] == pytest.approx(0.65)
@@ -235,9 +236,9 @@ def test_click_metrics_hand_computed():
     # The same means in any record order (sharded runs): (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1 in floats.
     forward, backward = ClickMetrics(clicks_at=(1,)), ClickMetrics(clicks_at=(1,))
     for ious in ([0.1], [0.2], [0.3]):
-        forward.update([ious], ious)
+        forward.add({"ious": [ious], "oracle": ious})
     for ious in ([0.3], [0.2], [0.1]):
-        backward.update([ious], ious)
+        backward.add({"ious": [ious], "oracle": ious})
     assert forward.compute() == backward.compute()
 
 
@@ -255,7 +256,7 @@ def test_noc_and_nof_equal_the_reference_rule(rng):
     for _ in range(20):
         ious = np.where(rng.random((30, 6)) < 0.3, rng.choice(near, (30, 6)), rng.random((30, 6)))
         metric = ClickMetrics(clicks_at=(1,), noc_max_clicks=5)
-        metric.update(ious, np.zeros(30))
+        metric.add({"ious": ious, "oracle": np.zeros(30)})
         out = metric.compute()
         for t in (0.85, 0.9):
             noc = np.array([_reference_noc(row, t, 5) for row in ious])
@@ -284,7 +285,7 @@ def test_records_decide_thresholds_as_the_raw_ious(tmp_path, rng):
     record = json.loads(json.dumps(benchmark.process(benchmark.samples()[0])))
     assert record["ious"] == ious.tolist()
     raw = ClickMetrics(config.clicks_at)
-    raw.update(ious, ious[:, 0])
+    raw.add({"ious": ious, "oracle": ious[:, 0]})
     expected = raw.compute()
     assert benchmark.evaluate(iter([record])) == expected
     assert expected["NoC@85"] == 20 and expected["NoF@85"] == 2 and expected["NoC@90"] == 20
@@ -365,9 +366,41 @@ def test_readers_and_subsample(tmp_path, rng):
     assert sum(len(s.annotations) for s in cut) == 5 and cut == subsample(samples, 5, seed=0)
 
 
+def _image_with_objects(root, fmt: str, name: str, k: int, rng) -> None:
+    """`root/images/<name>.png` with `k` objects, as one PNG per object or one instance-id PNG."""
+    Image.fromarray(random_image(rng, 24, 40)).save(root / "images" / f"{name}.png")
+    ids = np.zeros((24, 40), np.uint8)
+    for i in range(k):
+        ids[2 + 7 * i : 6 + 7 * i, 3:30] = i + 1
+    if fmt == "instance-png":
+        Image.fromarray(ids).save(root / "masks" / f"{name}.png")
+    for i in range(k if fmt == "mask-folder" else 0):
+        Image.fromarray((ids == i + 1).astype(np.uint8)).save(root / "masks" / f"{name}_{i}.png")
+
+
+@pytest.mark.parametrize("fmt", ["mask-folder", "instance-png"])
+def test_records_stay_with_their_images_when_a_file_is_added(tmp_path, tiny_checkpoint, rng, fmt):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name, k in [("a", 1), ("c", 3)]:
+        _image_with_objects(tmp_path, fmt, name, k, rng)
+    config = SinglePointSuiteConfig(
+        model=ModelConfig(name="tiny", checkpoint=str(tiny_checkpoint), device="cpu"),
+        task=ClickSettings(max_clicks=1),
+        datasets={"f": {"format": fmt}},
+    )
+    run_benchmark(SinglePointBenchmark("f", config, tmp_path), tmp_path / "out", progress=False)
+    _image_with_objects(tmp_path, fmt, "b", 2, rng)  # sorts between the two done images
+    benchmark = SinglePointBenchmark("f", config, tmp_path)
+    result = run_benchmark(benchmark, tmp_path / "out", progress=False)
+    assert result["images"] == 3 and result["timings"]["this_run_images_rank0"] == 1
+    records = ResultsStore(tmp_path / "out" / "records").latest()
+    assert [len(records[s.image_id]["ious"]) for s in benchmark.samples()] == [1, 2, 3]  # a, b, c's objects
+
+
 def test_suite_end_to_end_with_a_missing_dataset(tmp_path, tiny_checkpoint, rng):
     data = tmp_path / "data"
-    write_dataset(data / "shapes", 2)
+    write_dataset(data / "shapes", 2, large=False)
     _mask_folder(data / "folder", rng)
     config_path = tmp_path / "suite.yaml"
     config_path.write_text(
@@ -408,46 +441,6 @@ def test_suite_with_a_failed_image_exits_1_naming_it(tmp_path, tiny_checkpoint):
     argv = ["bench", "single-point", "--data", str(data), "--config", str(config_path), "--out", str(tmp_path / "out")]
     assert main([*argv, "-q"]) == 1
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
-    (failed,) = summary["failed"]["shapes"]
-    assert broken.name in failed["error"] and summary["datasets"]["shapes"]["objects"] > 0
-
-
-def test_suite_under_torchrun_shares_one_process_group(tmp_path, tiny_checkpoint, rng):
-    """Two datasets in one 2-process torchrun run: both evaluated, the same numbers as 1 process."""
-    import os
-    import subprocess
-    import sys
-
-    data = tmp_path / "data"
-    write_dataset(data / "a", 3)
-    write_dataset(data / "b", 2, seed=1)
-    config_path = tmp_path / "suite.yaml"
-    config_path.write_text(
-        "model: {name: tiny, checkpoint: " + str(tiny_checkpoint) + "}\n"
-        "task: {max_clicks: 3}\n"
-        "datasets:\n"
-        "  a: {format: coco, images: a/val2017, annotations: a/annotations.json}\n"
-        "  b: {format: coco, images: b/val2017, annotations: b/annotations.json}\n"
-    )
-    command = ["bench", "single-point", "--data", str(data), "--config", str(config_path), "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    runs = {
-        "one": [sys.executable, "-m", "samtasks.cli"],
-        "two": [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "samtasks.cli",
-        ],
-    }
-    for out, prefix in runs.items():
-        done = subprocess.run(
-            [*prefix, *command, "--out", str(tmp_path / out)], capture_output=True, text=True, env=env, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-    one = json.loads((tmp_path / "one" / "results.json").read_text())
-    two = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert set(two["datasets"]) == {"a", "b"} and two["datasets"] == one["datasets"]
+    (failed,) = summary["failed"]
+    assert failed["dataset"] == "shapes" and broken.name in failed["error"]
+    assert summary["datasets"]["shapes"]["objects"] > 0

@@ -1,4 +1,5 @@
-"""Helpers shared by the command modules: usage errors, number lists, `--set`, the SAM arguments."""
+"""Helpers shared by the command modules: usage errors, number lists, `--set`, the SAM arguments, the
+folder commands' arguments and their run."""
 
 from __future__ import annotations
 
@@ -76,3 +77,38 @@ def model_config(args: argparse.Namespace):
     if checkpoint and not checkpoint.startswith(("http://", "https://")):
         checkpoint = str(Path(checkpoint).expanduser().resolve())
     return ModelConfig(name=args.sam, checkpoint=checkpoint, device=args.device or "auto", dtype=args.dtype)
+
+
+def check_limit(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit must be >= 0, got {args.limit}")
+
+
+def add_folder_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """The arguments every folder command takes; `what` names what `--overwrite` redoes."""
+    parser.add_argument("--overwrite", action="store_true", help=f"redo images {what}")
+    parser.add_argument("--out", default="out", help="output folder (default ./out)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_args(parser)
+
+
+def run_folder_command(job, args: argparse.Namespace, what: str) -> int:
+    """Runs a folder job over `args.source` into `args.out`; exit status 1 when an image failed."""
+    from samtasks.evaluation.folder import run_folder
+    from samtasks.evaluation.runner import finish_distributed
+
+    try:
+        report = run_folder(
+            job, args.source, args.out, overwrite=args.overwrite, device=args.device, progress=not args.quiet
+        )
+    finally:
+        finish_distributed()
+    logger.info("%d of %d images have %s in %s", report.done, report.total, what, report.out)
+    if report.failed:
+        logger.warning(
+            "%d image(s) failed (rerun to retry them): %s",
+            len(report.failed),
+            "; ".join(f"{k}: {v}" for k, v in sorted(report.failed.items())),
+        )
+        return 1
+    return 0

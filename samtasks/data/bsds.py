@@ -1,31 +1,12 @@
 """BSDS500: `images/<split>/<id>.jpg` with `groundTruth/<split>/<id>.mat` (a 1xK cell of annotators, each
-a struct with `Segmentation` and `Boundaries`)."""
+a struct with `Segmentation` and `Boundaries`, read by `samtasks.metrics.bsds.load_boundaries`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from samtasks.data.coco import DatasetError
+from samtasks.data.errors import DatasetError
 from samtasks.structures import Sample
-
-
-def load_boundaries(path: str | Path) -> list[np.ndarray]:
-    """The annotators' boundary maps of a BSDS `groundTruth/<id>.mat`: `bool [H, W]` each."""
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"ground truth not found: {path}")
-    try:
-        cells = loadmat(str(path))["groundTruth"][0]
-        return [np.asarray(cell["Boundaries"][0][0], bool) for cell in cells]
-    except (OSError, KeyError, ValueError, IndexError, TypeError, MatReadError) as err:
-        raise DatasetError(
-            f"cannot read BSDS ground truth {path} (needs a groundTruth cell of Boundaries): {err}"
-        ) from err
 
 
 class BsdsDataset:
@@ -56,3 +37,12 @@ class BsdsDataset:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
+
+
+def ground_truth_folder(path: str | Path, split: str = "test") -> Path:
+    """The folder of `<id>.mat` files that `path` names: `path` itself, or for a BSDS500 root (a folder
+    without .mat files that holds `groundTruth/<split>`) that split's folder."""
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("*.mat")) and (path / "groundTruth" / split).is_dir():
+        return path / "groundTruth" / split
+    return path

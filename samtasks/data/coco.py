@@ -7,11 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from samtasks.data.errors import DatasetError
 from samtasks.structures import Sample
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed; the message names the file."""
 
 
 def read_json(path: str | Path, what: str) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from samtasks.data.coco import DatasetError
+from samtasks.data.errors import DatasetError
 from samtasks.structures import Sample
 from samtasks.utils.image import IMAGE_SUFFIXES
 
@@ -66,6 +66,8 @@ def sample_masks(sample: Sample) -> tuple[np.ndarray, np.ndarray, list[dict]]:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """The folder's images, sorted; each is known by its file name (`Sample.image_id`), which stays
+    its own when files are added or removed between runs."""
     if not folder.is_dir():
         raise DatasetError(f"image folder not found: {folder}")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -100,7 +102,7 @@ class MaskFolderDataset:
         found = sorted((self.masks / path.stem).glob("*.png")) + sorted(self.masks.glob(f"{path.stem}_*.png"))
         h, w = _size(path)
         anns = tuple({"id": k + 1, "mask_file": str(f)} for k, f in enumerate(found))
-        return Sample(image_id=index, path=path, height=h, width=w, annotations=anns)
+        return Sample(image_id=path.name, path=path, height=h, width=w, annotations=anns)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -133,7 +135,7 @@ class InstancePngDataset:
             if self.ignore_value is not None and v == self.ignore_value:
                 ann["ignore"] = 1
             anns.append(ann)
-        return Sample(image_id=index, path=path, height=h, width=w, annotations=tuple(anns))
+        return Sample(image_id=path.name, path=path, height=h, width=w, annotations=tuple(anns))
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))

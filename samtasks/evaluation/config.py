@@ -13,7 +13,10 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import yaml
+
+from samtasks.utils.device import resolve_device
 
 T = TypeVar("T")
 
@@ -190,15 +193,22 @@ class ModelConfig:
         if self.prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {self.prompt_batch_size}")
 
-    def predictor(self, device: str | None = None):
-        """A `SamPredictor` for this model; `device` (from the runner) overrides "auto"."""
+    def torch_device(self, device: str | torch.device | None = None) -> torch.device:
+        """The device `predictor(device)` puts the model on; `device` (from the runner) overrides "auto"."""
+        return resolve_device(device if device is not None else (None if self.device == "auto" else self.device))
+
+    def predictor(self, device: str | torch.device | None = None):
+        """A `SamPredictor` for this model on `torch_device(device)`."""
         from samtasks.build import build_sam
         from samtasks.predictor import SamPredictor
 
         model = build_sam(self.name, self.checkpoint)
-        chosen = device if device is not None else (None if self.device == "auto" else self.device)
         return SamPredictor(
-            model, device=chosen, dtype=self.dtype, prompt_batch_size=self.prompt_batch_size, compile=self.compile
+            model,
+            device=self.torch_device(device),
+            dtype=self.dtype,
+            prompt_batch_size=self.prompt_batch_size,
+            compile=self.compile,
         )
 
 

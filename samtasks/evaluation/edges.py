@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from samtasks.data.bsds import BsdsDataset, load_boundaries
+import torch
+
+from samtasks.data.bsds import BsdsDataset
 from samtasks.evaluation.config import ModelConfig
-from samtasks.metrics.bsds import BoundaryBenchmark, ImageCounts, evaluate_image, load_prediction
+from samtasks.metrics.bsds import BoundaryMetrics, load_boundaries, load_prediction
 from samtasks.structures import Sample
 from samtasks.tasks.edges import EdgeDetector, EdgeSettings
 
@@ -48,30 +50,29 @@ class EdgesBenchmark:
         self.config = config
         self.dataset = BsdsDataset(root, config.split)
         self.out = Path(out)
+        e = config.evaluation
+        self.metric = BoundaryMetrics(n_thresholds=e.n_thresholds, max_dist=e.max_dist, thinning=e.thinning)
         self.detector: EdgeDetector | None = None
 
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
-        self.detector = EdgeDetector(self.config.model.predictor(device), self.config.task)
+    def setup(self, device: str | None) -> torch.device:
+        predictor = self.config.model.predictor(device)
+        self.detector = EdgeDetector(predictor, self.config.task)
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
         result = self.detector.detect(sample.load_image())
         path = result.save(self.out / "maps" / f"{sample.image_id}.png")
-        e = self.config.evaluation
-        counts = evaluate_image(
+        counts = self.metric.image_stats(
             load_prediction(path),  # the saved 8-bit map: what any other evaluator would read
             load_boundaries(sample.annotations[0]["groundTruth"]),
-            n_thresholds=e.n_thresholds,
-            max_dist=e.max_dist,
-            thinning=e.thinning,
         )
-        return {"map": str(path), "num_masks": result.num_masks, "counts": counts.to_dict()}
+        return {"map": str(path), "num_masks": result.num_masks, "counts": counts}
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        e = self.config.evaluation
-        bench = BoundaryBenchmark(n_thresholds=e.n_thresholds, max_dist=e.max_dist, thinning=e.thinning)
+        self.metric.reset()
         for record in sorted(records, key=lambda r: (len(str(r["image_id"])), str(r["image_id"]))):
-            bench.add(ImageCounts.from_dict(record["counts"]), str(record["image_id"]))
-        return bench.write(self.out / "eval")
+            self.metric.add(record["counts"], str(record["image_id"]))
+        return self.metric.write(self.out / "eval")

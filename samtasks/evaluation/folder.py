@@ -33,11 +33,11 @@ from samtasks.evaluation.runner import (
     barrier,
     device_for,
     init_distributed,
-    progress_bar,
     rank_lock,
 )
 from samtasks.utils.files import prepare_folder, write_text
 from samtasks.utils.image import list_images
+from samtasks.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -23,7 +24,11 @@ from samtasks.evaluation.config import ModelConfig, to_dict
 from samtasks.evaluation.folder import FolderImage, output_path
 from samtasks.utils.files import atomic_path, save_image, write_text
 from samtasks.utils.image import load_image
+from samtasks.utils.settings import preset_with_overrides
 from samtasks.utils.viz import draw_overlay
+
+if TYPE_CHECKING:
+    from samtasks.tasks.instance import InstanceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +43,8 @@ class ProposalsJob:
     """SA-1B-style JSON (`<id>.json`) and an overlay of the largest masks per image.
 
     Args:
-        preset: a proposals preset (`samtasks.tasks.proposals.PRESETS`) or an AMG preset.
+        preset: a proposals preset (`samtasks.tasks.proposals.PRESETS`: ranked and cut) or an AMG preset
+            (`samtasks.tasks.amg.PRESETS`: every mask, in the generator's order).
         knobs: AMG settings overriding the preset's.
         overlay_max: masks drawn on the overlay.
     """
@@ -47,14 +53,12 @@ class ProposalsJob:
 
     def __init__(self, model: ModelConfig, preset: str, knobs: dict, overlay_max: int = 200) -> None:
         from samtasks.tasks.amg import PRESETS as AMG_PRESETS
-        from samtasks.tasks.amg import preset_settings
         from samtasks.tasks.proposals import PRESETS
 
         if preset in PRESETS:
-            base = PRESETS[preset]
-            self.task = dataclasses.replace(base, amg={**base.amg, **knobs})
+            self.task = preset_with_overrides(PRESETS, preset, {"amg": knobs})
         elif preset in AMG_PRESETS:
-            self.task = preset_settings(preset, knobs)
+            self.task = preset_with_overrides(AMG_PRESETS, preset, knobs)
         else:
             raise ValueError(f"--preset must be one of {', '.join([*PRESETS, *AMG_PRESETS])}, got {preset!r}")
         if overlay_max < 0:
@@ -102,11 +106,35 @@ class ProposalsJob:
 
 
 class EdgesJob:
-    """An 8-bit PNG soft edge map (`<id>.png`) per image."""
+    """An 8-bit PNG soft edge map (`<id>.png`) per image.
+
+    Args:
+        preset: an edges preset (`samtasks.tasks.edges.PRESETS`).
+        knobs: `EdgeSettings` fields and `AmgSettings` fields (these merged into the preset's `amg`),
+            overriding the preset's.
+    """
 
     name = "edges"
 
-    def __init__(self, model: ModelConfig, settings) -> None:
+    def __init__(self, model: ModelConfig, preset: str, knobs: dict) -> None:
+        from samtasks.tasks.amg import AmgSettings
+        from samtasks.tasks.edges import PRESETS, EdgeSettings
+
+        if preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        edge_fields = {f.name for f in dataclasses.fields(EdgeSettings)} - {"amg", "amg_preset"}
+        amg_fields = {f.name for f in dataclasses.fields(AmgSettings)}
+        unknown = sorted(set(knobs) - edge_fields - amg_fields)
+        if unknown:
+            raise ValueError(
+                f"--set: unknown knob(s) {', '.join(unknown)}; edge knobs: {', '.join(sorted(edge_fields))}"
+            )
+        chosen = {k: v for k, v in knobs.items() if k in edge_fields}
+        chosen["amg"] = {k: v for k, v in knobs.items() if k not in edge_fields}
+        try:
+            settings = preset_with_overrides(PRESETS, preset, chosen)
+        except ValueError as err:
+            raise ValueError(f"--set: {err}") from err
         self.model, self.task = model, settings
         self.settings = {"model": _model_settings(model), "task": to_dict(settings)}
         self.detector = None
@@ -145,35 +173,35 @@ class DetectorChoice:
             raise ValueError(f"--max-det must be >= 1, got {self.max_det}")
 
 
+def instance_formats(text: str) -> set[str]:
+    """The `--format` list ("coco,png") as a set; a `ValueError` names a format not in `INSTANCE_FORMATS`."""
+    formats = {f.strip() for f in text.split(",") if f.strip()}
+    if not formats or formats - set(INSTANCE_FORMATS):
+        raise ValueError(f"--format takes a comma-separated subset of coco,png,yolo, got {text!r}")
+    return formats
+
+
 class InstanceJob:
     """Instance masks from detector boxes: `coco_results.json`, overlays, a YOLO dataset.
 
     Args:
-        formats: a subset of `INSTANCE_FORMATS`.
-        refine, multimask, score: `InstanceSegmenter`'s knobs.
+        formats: a subset of `INSTANCE_FORMATS` (see `instance_formats`).
+        task: the segmenter's settings (default: the `instance-boxes` preset).
+
+    Raises:
+        ValueError: an unreadable detections file (read here, before any model is built).
     """
 
     name = "instance"
 
     def __init__(
-        self,
-        model: ModelConfig,
-        detector: DetectorChoice,
-        formats: set[str],
-        *,
-        refine: bool = True,
-        multimask: bool = False,
-        score: str = "detector",
+        self, model: ModelConfig, detector: DetectorChoice, formats: set[str], task: InstanceSettings | None = None
     ) -> None:
         from samtasks.tasks.detectors import PrecomputedDetections
-        from samtasks.tasks.instance import SCORES
+        from samtasks.tasks.instance import PRESETS
 
-        if not formats or set(formats) - set(INSTANCE_FORMATS):
-            raise ValueError(f"--format takes a comma-separated subset of coco,png,yolo, got {','.join(formats)!r}")
-        if score not in SCORES:
-            raise ValueError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
         self.model, self.detector, self.formats = model, detector, set(formats)
-        self.knobs = {"refine": refine, "multimask": multimask, "score": score}
+        self.task = task or PRESETS["instance-boxes"]
         # Read now: a missing or malformed file is an error before any model is built.
         self.boxes = (
             PrecomputedDetections(detector.detections, min_score=detector.conf) if detector.detections else None
@@ -181,7 +209,7 @@ class InstanceJob:
         self.settings = {
             "model": _model_settings(model),
             "detector": to_dict(detector),
-            "task": self.knobs,
+            "task": to_dict(self.task),
             "formats": sorted(self.formats),
         }
         self.segmenter = None
@@ -192,10 +220,13 @@ class InstanceJob:
 
         d = self.detector
         boxes = self.boxes
+        where = self.model.torch_device(device)
         if boxes is None:
             classes = list(d.classes) if d.classes is not None else None
-            boxes = make_detector(d.name, d.weights, conf=d.conf, iou=d.iou, max_det=d.max_det, classes=classes)
-        self.segmenter = InstanceSegmenter(self.model.predictor(device), boxes, **self.knobs)
+            boxes = make_detector(
+                d.name, d.weights, conf=d.conf, iou=d.iou, max_det=d.max_det, classes=classes, device=where
+            )
+        self.segmenter = InstanceSegmenter(self.model.predictor(where), boxes, **dataclasses.asdict(self.task))
 
     def process(self, image: FolderImage, out: Path) -> dict:
         from samtasks.utils.export import coco_results, yolo_label_lines
@@ -278,8 +309,9 @@ class TextJob:
     def setup(self, device: str | None) -> None:
         from samtasks.tasks.text import OpenClipEncoder, TextSegmenter
 
-        encoder = OpenClipEncoder(self.clip[0], self.clip[1], device=device)
-        self.segmenter = TextSegmenter(self.model.predictor(device), encoder)
+        where = self.model.torch_device(device)
+        encoder = OpenClipEncoder(self.clip[0], self.clip[1], device=where)
+        self.segmenter = TextSegmenter(self.model.predictor(where), encoder)
 
     def process(self, image: FolderImage, out: Path) -> dict:
         pixels = load_image(image.path)

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from samtasks.data import CocoDataset, LvisDataset
 from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.metrics.coco import CocoMaskAP, LvisMaskAP
 from samtasks.structures import Sample
 from samtasks.tasks.detectors import PrecomputedDetections, make_detector
-from samtasks.tasks.instance import InstanceSegmenter
+from samtasks.tasks.instance import PRESETS, InstanceSegmenter, InstanceSettings
 from samtasks.utils.export import coco_results
 
 
@@ -30,13 +33,6 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
-class InstanceTaskConfig:
-    refine: bool = True  # the paper's refinement pass
-    multimask: bool = False  # ours: single-mask output for a box
-    score: str = "detector"  # or "detector*iou"
-
-
-@dataclass(frozen=True)
 class InstanceBenchConfig:
     """An instance-segmentation run; defaults are the paper's COCO protocol (PAPER.md section 5)."""
 
@@ -45,7 +41,7 @@ class InstanceBenchConfig:
         default_factory=lambda: DataConfig(annotations="annotations/instances_val2017.json", images="val2017")
     )
     detector: DetectorConfig = field(default_factory=DetectorConfig)
-    task: InstanceTaskConfig = field(default_factory=InstanceTaskConfig)
+    task: InstanceSettings = field(default_factory=lambda: PRESETS["instance-boxes"])
     max_dets: int = 100  # detections per image the metric sees (COCO 100, LVIS 300)
 
 
@@ -65,11 +61,10 @@ class InstanceBenchmark:
         annotations, images = config.data.resolve(root)
         if name == "lvis-instance":
             self.dataset = LvisDataset(annotations, images)
-            self.metric_type = LvisMaskAP
+            self.metric: CocoMaskAP | LvisMaskAP = LvisMaskAP(annotations, config.max_dets)
         else:
             self.dataset = CocoDataset(annotations, images)
-            self.metric_type = CocoMaskAP
-        self.annotations = annotations
+            self.metric = CocoMaskAP(annotations, config.max_dets)
         det = config.detector
         if det.detections is not None:
             path = Path(det.detections)
@@ -82,15 +77,16 @@ class InstanceBenchmark:
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
+    def setup(self, device: str | None) -> torch.device:
         det = self.config.detector
+        where = self.config.model.torch_device(device)
         if self.detector is None:
-            self.detector = make_detector(det.name, det.weights, conf=det.conf, iou=det.iou, max_det=det.max_det)
-        predictor = self.config.model.predictor(device)
-        task = self.config.task
-        self.segmenter = InstanceSegmenter(
-            predictor, self.detector, refine=task.refine, multimask=task.multimask, score=task.score
-        )
+            self.detector = make_detector(
+                det.name, det.weights, conf=det.conf, iou=det.iou, max_det=det.max_det, device=where
+            )
+        predictor = self.config.model.predictor(where)
+        self.segmenter = InstanceSegmenter(predictor, self.detector, **dataclasses.asdict(self.config.task))
+        return predictor.device
 
     def _category_ids(self, names: dict[int, str]) -> dict[int, int] | None:
         """Detector class -> dataset category, by name (None: precomputed ids are the dataset's)."""
@@ -114,10 +110,10 @@ class InstanceBenchmark:
         return {"detections": len(instances), "results": results}
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        metric = self.metric_type(self.annotations, self.config.max_dets)
+        self.metric.reset()
         count = total = 0
         for record in records:
-            metric.update(record["image_id"], record["results"])
+            self.metric.add({"image_id": record["image_id"], "results": record["results"]})
             count += 1
             total += record["detections"]
-        return {**metric.compute(), "detections_per_image": total / max(1, count)}
+        return {**self.metric.compute(), "detections_per_image": total / max(1, count)}

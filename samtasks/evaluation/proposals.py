@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from samtasks.data import CocoDataset, LvisDataset
 from samtasks.evaluation.config import DataConfig, ModelConfig
 from samtasks.metrics.proposals import ProposalRecall, coco_proposal_recall, lvis_proposal_recall
@@ -48,15 +50,17 @@ class ProposalsBenchmark:
     def samples(self) -> list[Sample]:
         return list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
-        self.generator = ProposalGenerator(self.config.model.predictor(device), self.config.task)
+    def setup(self, device: str | None) -> torch.device:
+        predictor = self.config.model.predictor(device)
+        self.generator = ProposalGenerator(predictor, self.config.task)
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
         proposals = self.generator.generate(sample.load_image())
         results = [
             {"segmentation": r, "score": float(s)} for r, s in zip(proposals.masks.rles, proposals.scores, strict=True)
         ]
-        record = {"num_proposals": len(proposals), "stats": self.metric.image_stats(sample, results)}
+        record = {"num_proposals": len(proposals), "stats": self.metric.image_stats(results, sample)}
         if self.config.save_proposals:
             record["proposals"] = results
         return record
@@ -65,7 +69,7 @@ class ProposalsBenchmark:
         self.metric.reset()
         count = total = 0
         for record in records:
-            self.metric.update(record["stats"])
+            self.metric.add(record["stats"])
             count += 1
             total += record["num_proposals"]
         return {**self.metric.compute(), "proposals_per_image": total / max(1, count)}

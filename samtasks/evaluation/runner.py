@@ -32,9 +32,9 @@ import torch
 import yaml
 
 from samtasks.evaluation.config import ConfigError, changed_keys, describe_changes, dump_yaml, to_dict
-from samtasks.predictor import resolve_device
 from samtasks.structures import Sample
 from samtasks.utils.files import FolderLock, prepare_folder, write_text
+from samtasks.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ class Benchmark(Protocol):
     def samples(self) -> Sequence[Sample]:
         """Every image of the benchmark, in a fixed order."""
 
-    def setup(self, device: str | None) -> None:
-        """Builds the model (called only when there is an image left to process)."""
+    def setup(self, device: str | None) -> torch.device:
+        """Builds the models (called only when there is an image left to process); returns the device
+        they are on."""
 
     def process(self, sample: Sample) -> dict:
         """One image's record (JSON-ready); raising `ValueError` marks the image failed."""
@@ -236,8 +237,7 @@ def _run(
             dist.world_size,
             len(done & {s.image_id for s in samples}),
         )
-        benchmark.setup(device_for(dist, device))
-        used_device = str(resolve_device(device_for(dist, device)))
+        used_device = str(benchmark.setup(device_for(dist, device)))
     if dist.rank == 0:  # only once the config is known to build, so a failed start leaves nothing behind
         write_text(out / "config.yaml", dump_yaml(benchmark.config))
     setup_s = time.perf_counter() - start
@@ -314,14 +314,3 @@ def barrier(dist: DistInfo) -> None:
         import torch.distributed as torch_dist
 
         torch_dist.barrier()
-
-
-def progress_bar(items, enabled: bool, name: str, total: int | None = None):
-    """`items` (a list, or any iterable of `total` items) wrapped in a tqdm bar (images/s, ETA) when
-    enabled and there is more than one."""
-    total = len(items) if total is None else total
-    if not enabled or total < 2:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=name, unit="img", dynamic_ncols=True)

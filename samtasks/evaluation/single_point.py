@@ -3,11 +3,14 @@ is run on the runner (its own records, resumable, shardable), then one table and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from samtasks.data import CocoDataset, DatasetError, LvisDataset
 from samtasks.data.masks import InstancePngDataset, MaskFolderDataset, sample_masks, subsample
@@ -15,7 +18,7 @@ from samtasks.evaluation.config import ConfigError, ModelConfig, build_dataclass
 from samtasks.evaluation.runner import DistInfo, run_benchmark
 from samtasks.metrics.single_point import ClickMetrics
 from samtasks.structures import Sample
-from samtasks.tasks.single_point import ClickEvaluator
+from samtasks.tasks.single_point import PRESETS, ClickEvaluator, ClickSettings
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +58,9 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
-class ClickTaskConfig:
-    max_clicks: int = 20  # 20 gives NoC@85/90; mIoU@{1,2,3,5,9} read off the same runs
-    first_point: str = "center"  # or "random" (seeded)
-    feed_logits: bool = True  # ours: the previous answer's low-res logits go back with later clicks
-    multimask_later: bool = False  # ours: single-mask output for more than one click
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class SinglePointSuiteConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    task: ClickTaskConfig = field(default_factory=ClickTaskConfig)
+    task: ClickSettings = field(default_factory=lambda: PRESETS["clicks-noc"])
     subsample_above: int = 15000  # a dataset with more objects than this ...
     subsample_to: int = 10000  # ... is cut to this many, drawn with task.seed (the paper: "about 10k")
     clicks_at: tuple[int, ...] = (1, 2, 3, 5, 9)
@@ -87,6 +81,7 @@ class SinglePointBenchmark:
         self.name = name
         self.config = config
         self.dataset = config.entry(name).open(Path(root))
+        self.metric = ClickMetrics(config.clicks_at, noc_max_clicks=20)
         self.evaluator: ClickEvaluator | None = None
 
     def samples(self) -> list[Sample]:
@@ -96,36 +91,27 @@ class SinglePointBenchmark:
             samples = subsample(samples, self.config.subsample_to, self.config.task.seed)
         return samples
 
-    def setup(self, device: str | None) -> None:
-        task = self.config.task
-        self.evaluator = ClickEvaluator(
-            self.config.model.predictor(device),
-            max_clicks=task.max_clicks,
-            first_point=task.first_point,
-            feed_logits=task.feed_logits,
-            multimask_later=task.multimask_later,
-            seed=task.seed,
-        )
+    def setup(self, device: str | None) -> torch.device:
+        predictor = self.config.model.predictor(device)
+        self.evaluator = ClickEvaluator(predictor, **dataclasses.asdict(self.config.task))
+        return predictor.device
 
     def process(self, sample: Sample) -> dict:
-        """One image's record. IoUs are kept at full float64 precision (JSON floats round-trip exactly), so
-        the records decide every threshold as the raw IoUs do. An object entirely inside the ignore region
-        has no pixel to click or score and is left out (`object_ids` lists the evaluated objects)."""
+        """One image's record: the metric's stats. An object entirely inside the ignore region has no pixel
+        to click or score and is left out (`object_ids` lists the evaluated objects)."""
         masks, ignore, anns = sample_masks(sample)
         keep = (masks & ~ignore).any((1, 2))
         result = self.evaluator.evaluate(sample.load_image(), masks[keep], ignore if ignore.any() else None)
         return {
             "object_ids": [a.get("id") for a, kept in zip(anns, keep, strict=True) if kept],
-            "ious": result.ious.tolist(),
-            "oracle": result.oracle_iou.tolist(),
+            **self.metric.image_stats(result),
         }
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        metric = ClickMetrics(self.config.clicks_at, noc_max_clicks=20)
+        self.metric.reset()
         for record in records:
-            if record["ious"]:
-                metric.update(record["ious"], record["oracle"])
-        return metric.compute()
+            self.metric.add({"ious": record["ious"], "oracle": record["oracle"]})
+        return self.metric.compute()
 
 
 def run_suite(
@@ -139,14 +125,14 @@ def run_suite(
     progress: bool = True,
 ) -> dict | None:
     """Runs every present dataset into `out/<name>/`, then writes `out/results.json` (per-dataset
-    metrics and their unweighted mean, images that failed per dataset) and `out/miou_vs_clicks.png`;
-    returns the results on rank 0."""
+    metrics and their unweighted mean, the images that failed with their dataset) and
+    `out/miou_vs_clicks.png`; returns the results on rank 0."""
     root, out = Path(root), Path(out)
     names = list(config.datasets) if datasets is None else list(datasets)
     unknown = [n for n in names if n not in config.datasets]
     if unknown:
         raise ConfigError(f"unknown dataset(s) {', '.join(unknown)}; the config lists {', '.join(config.datasets)}")
-    per_dataset, skipped, failed = {}, {}, {}
+    per_dataset, skipped, failed = {}, {}, []
     for name in names:
         missing = [p for p in config.entry(name).required_paths(root) if not p.exists()]
         if missing:
@@ -162,8 +148,7 @@ def run_suite(
         result = run_benchmark(benchmark, out / name, limit=limit, device=device, progress=progress)
         if result is not None:
             per_dataset[name] = result["metrics"]
-            if result["failed"]:
-                failed[name] = result["failed"]
+            failed += [{"dataset": name, **record} for record in result["failed"]]
     if DistInfo.from_env().rank != 0:
         return None
     keys = sorted({k for m in per_dataset.values() for k in m if k != "objects"}, key=_key_order)

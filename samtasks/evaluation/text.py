@@ -1,7 +1,7 @@
 """Text-to-mask benchmark (ours; the paper reports no number): on COCO, every category present in an
-image is a query; the score is the IoU of the returned mask with the best-matching instance of that
-category, without and with a simulated point fix. `pairs` replaces COCO with user-supplied
-(image, phrase, mask) triples."""
+image is a query, scored by `samtasks.metrics.text` (the IoU of the returned mask with the best-matching
+instance of that category, without and with a simulated point fix). `pairs` replaces COCO with
+user-supplied (image, phrase, mask) triples."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from samtasks.data import CocoDataset, DatasetError
 from samtasks.data.masks import annotation_mask, sample_masks
 from samtasks.evaluation.config import DataConfig, ModelConfig
+from samtasks.metrics.text import TextMetrics, point_fix_target
 from samtasks.structures import Sample
-from samtasks.tasks.single_point import center_point, mask_iou
-from samtasks.tasks.text import CLIP_MODELS, OpenClipEncoder, TextSegmenter
+from samtasks.tasks.single_point import center_point
+from samtasks.tasks.text import CLIP_MODELS, PRESETS, OpenClipEncoder, TextSegmenter, TextSettings
 
 
 @dataclass(frozen=True)
@@ -28,26 +30,20 @@ class ClipConfig:
 
 
 @dataclass(frozen=True)
-class TextTaskConfig:
-    margin: float = 0.5
-    enlarge: float = 1.5
-    amg: dict = field(default_factory=dict)  # overrides of samtasks.tasks.text.CANDIDATE_SETTINGS
-    point_fix: bool = True  # also score a re-prompt with the center of the best-matching instance
-
-
-@dataclass(frozen=True)
 class TextBenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(
         default_factory=lambda: DataConfig(annotations="annotations/instances_val2017.json", images="val2017")
     )
     clip: ClipConfig = field(default_factory=ClipConfig)
-    task: TextTaskConfig = field(default_factory=TextTaskConfig)
+    task: TextSettings = field(default_factory=lambda: PRESETS["text-clip"])
+    point_fix: bool = True  # also score a re-prompt with the center of the best-matching instance
     pairs: str | None = None  # JSON list of {"image", "phrase", "mask"} (paths relative to --data)
 
 
 def read_pairs(path: Path, root: Path) -> list[Sample]:
-    """User triples grouped by image: `mask` is a PNG path (nonzero = object) or a COCO RLE."""
+    """User triples grouped by image: `mask` is a PNG path (nonzero = object) or a COCO RLE. An image is
+    known by its path as the file gives it, so its records stay its own when entries are added."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -63,14 +59,14 @@ def read_pairs(path: Path, root: Path) -> list[Sample]:
     from PIL import Image
 
     samples = []
-    for i, (image, anns) in enumerate(by_image.items()):
+    for image, anns in by_image.items():
         file = root / image
         try:
             with Image.open(file) as pil:
                 w, h = pil.size
         except OSError as err:
             raise DatasetError(f"{path}: cannot read image {file}: {err}") from err
-        samples.append(Sample(image_id=i, path=file, height=h, width=w, annotations=tuple(anns)))
+        samples.append(Sample(image_id=image, path=file, height=h, width=w, annotations=tuple(anns)))
     return samples
 
 
@@ -86,17 +82,18 @@ class TextBenchmark:
         else:
             self.dataset = CocoDataset(*config.data.resolve(root))
             self._samples = None
+        self.metric = TextMetrics(per_key=self.dataset is not None)  # user pairs: one mIoU over all
         self.segmenter: TextSegmenter | None = None
 
     def samples(self) -> list[Sample]:
         return self._samples if self._samples is not None else list(self.dataset)
 
-    def setup(self, device: str | None) -> None:
-        clip, task = self.config.clip, self.config.task
-        encoder = OpenClipEncoder(clip.model, clip.pretrained, device=device)
-        self.segmenter = TextSegmenter(
-            self.config.model.predictor(device), encoder, margin=task.margin, enlarge=task.enlarge, **task.amg
-        )
+    def setup(self, device: str | None) -> torch.device:
+        where = self.config.model.torch_device(device)
+        encoder = OpenClipEncoder(self.config.clip.model, self.config.clip.pretrained, device=where)
+        predictor = self.config.model.predictor(where)
+        self.segmenter = TextSegmenter(predictor, encoder, self.config.task)
+        return predictor.device
 
     def _queries(self, sample: Sample) -> list[tuple[str, str, list[np.ndarray]]]:
         """(key, phrase, target masks) per query of the image."""
@@ -114,33 +111,18 @@ class TextBenchmark:
 
     def process(self, sample: Sample) -> dict:
         image = sample.load_image()
-        out = []
-        for key, phrase, targets in self._queries(sample):
-            result = self.segmenter.query(image, phrase)
-            pred = result.mask if result.mask is not None else np.zeros(image.shape[:2], bool)
-            ious = [mask_iou(pred, t) for t in targets]
-            entry = {"key": key, "phrase": phrase, "iou": max(ious)}
-            if self.config.task.point_fix:
-                # The click a user would give: the center of the instance the answer overlaps most
-                # (the largest instance when it overlaps none).
-                target = targets[int(np.argmax(ious))] if max(ious) > 0 else max(targets, key=np.count_nonzero)
-                fixed = self.segmenter.query(image, phrase, point=center_point(target))
-                entry["iou_point"] = max(mask_iou(fixed.mask, t) for t in targets) if fixed.mask is not None else 0.0
-            out.append(entry)
-        return {"queries": out}
+        answers, fixed, targets, phrases = {}, {}, {}, {}
+        for key, phrase, masks in self._queries(sample):
+            answers[key] = self.segmenter.query(image, phrase).mask
+            targets[key], phrases[key] = masks, phrase
+            if self.config.point_fix:
+                point = center_point(point_fix_target(answers[key], masks))
+                fixed[key] = self.segmenter.query(image, phrase, point=point).mask
+        stats = self.metric.image_stats(answers, targets, fixed if self.config.point_fix else None)
+        return {"queries": [{"key": q["key"], "phrase": phrases[q["key"]], **q} for q in stats["queries"]]}
 
     def evaluate(self, records: Iterator[dict]) -> dict[str, float]:
-        per_key: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        self.metric.reset()
         for record in records:
-            for q in record["queries"]:
-                per_key[q["key"] if self.dataset is not None else "pairs"].append((q["iou"], q.get("iou_point")))
-        everything = [v for values in per_key.values() for v in values]
-        if not everything:
-            return {"queries": 0}
-        metrics: dict[str, float] = {"queries": len(everything), "mIoU": float(np.mean([v[0] for v in everything]))}
-        if self.config.task.point_fix:
-            metrics["mIoU_point"] = float(np.mean([v[1] for v in everything]))
-        if self.dataset is not None:
-            for key, values in sorted(per_key.items()):
-                metrics[f"mIoU/{key}"] = float(np.mean([v[0] for v in values]))
-        return metrics
+            self.metric.add({"queries": record["queries"]})
+        return self.metric.compute()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samtasks.metrics.base import Metric
 from samtasks.utils.optional import import_optional
 
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -21,8 +22,9 @@ def _segm_only(results: list[dict]) -> list[dict]:
     return [{k: copy.deepcopy(r[k]) for k in keep} for r in results]
 
 
-class _MaskAP:
-    """Collects results per image; `compute()` runs the official tool once on all of them.
+class _MaskAP(Metric):
+    """Collects results per image; `compute()` runs the official tool once on all of them (the `Metric`
+    contract).
 
     Args:
         annotations: the ground-truth JSON.
@@ -32,12 +34,25 @@ class _MaskAP:
     def __init__(self, annotations: str | Path, max_dets: int) -> None:
         self.annotations = str(annotations)
         self.max_dets = max_dets
+        self.reset()
+
+    def reset(self) -> None:
         self.results: list[dict] = []
         self.image_ids: list[int] = []
 
-    def update(self, image_id: int, results: list[dict]) -> None:
-        self.image_ids.append(image_id)
-        self.results.extend(_segm_only(results))
+    def image_stats(self, pred: list[dict], gt: int) -> dict:
+        """`{"image_id", "results"}`, the results reduced to what the tool reads.
+
+        Args:
+            pred: COCO results entries of the image (`image_id`, `category_id`, `segmentation` as
+                compressed RLE, `score`).
+            gt: the image's id in the annotations (an image without results still counts).
+        """
+        return {"image_id": gt, "results": _segm_only(pred)}
+
+    def add(self, stats: dict) -> None:
+        self.image_ids.append(stats["image_id"])
+        self.results.extend(_segm_only(stats["results"]))
 
 
 class CocoMaskAP(_MaskAP):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from samtasks.metrics.base import Metric
 from samtasks.structures import Sample
 from samtasks.utils.optional import import_optional
 
@@ -32,8 +33,8 @@ _AREA_KEY = {"all": "", "small": "s", "medium": "m", "large": "l"}
 _NUM_IOU_THRESHOLDS = 10
 
 
-class ProposalRecall:
-    """Accumulator of class-agnostic AR@k.
+class ProposalRecall(Metric):
+    """Accumulator of class-agnostic AR@k (the `Metric` contract).
 
     Args:
         evaluate_image: `(sample, proposals) -> {group: [area][threshold] match ranks}` for one image;
@@ -53,19 +54,19 @@ class ProposalRecall:
         self.num_gt = np.zeros(shape, np.int64)
         self.matched = np.zeros((*shape, len(self.max_dets), _NUM_IOU_THRESHOLDS), np.int64)
 
-    def image_stats(self, sample: Sample, proposals: list[dict]) -> dict:
+    def image_stats(self, pred: list[dict], gt: Sample) -> dict:
         """Per-image counts, JSON-ready: `{"num_gt": [G][A], "matched": [G][A][K][T]}`.
 
         Args:
-            sample: the image and its ground truth.
-            proposals: results entries with `segmentation` (compressed RLE) and `score`; any order.
+            pred: the proposals, results entries with `segmentation` (compressed RLE) and `score`; any order.
+            gt: the image and its ground truth.
         """
         num_gt = np.zeros_like(self.num_gt)
         matched = np.zeros_like(self.matched)
         # Only the mask and score reach the tools (both read a `bbox` key as a box result).
-        proposals = [{"segmentation": p["segmentation"], "score": p["score"]} for p in proposals]
+        proposals = [{"segmentation": p["segmentation"], "score": p["score"]} for p in pred]
         proposals = sorted(proposals, key=lambda p: -p["score"])[: self.max_dets[-1]]
-        ranks = self.evaluate_image(sample, proposals)
+        ranks = self.evaluate_image(gt, proposals)
         for g, group in enumerate(self.groups):
             for a in range(len(AREAS)):
                 gt_ranks = ranks.get(group, {}).get(a)  # [T, G] rank of the matching proposal, or -1
@@ -76,7 +77,7 @@ class ProposalRecall:
                     matched[g, a, k] = ((gt_ranks >= 0) & (gt_ranks < limit)).sum(1)
         return {"num_gt": num_gt.tolist(), "matched": matched.tolist()}
 
-    def update(self, stats: dict) -> None:
+    def add(self, stats: dict) -> None:
         """Adds one image's `image_stats`."""
         self.num_gt += np.asarray(stats["num_gt"], np.int64)
         self.matched += np.asarray(stats["matched"], np.int64)

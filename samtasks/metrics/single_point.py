@@ -16,9 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from samtasks.metrics.base import Metric
 
-class ClickMetrics:
-    """Accumulates per-object IoU sequences.
+
+class ClickMetrics(Metric):
+    """Accumulates per-object IoU sequences (the `Metric` contract).
 
     Args:
         clicks_at: the N of `mIoU@N`.
@@ -42,9 +44,23 @@ class ClickMetrics:
         self.ious: list[np.ndarray] = []
         self.oracle: list[float] = []
 
-    def update(self, ious, oracle) -> None:
-        """`ious`: `[K, N]` IoU after clicks 1..N per object; `oracle`: `[K]` best-of-3 IoU at click 1."""
-        for row in np.asarray(ious, np.float64).reshape(len(oracle), -1):
+    def image_stats(self, pred, gt=None) -> dict:
+        """`{"ious": [K][N], "oracle": [K]}` at full float64 precision (JSON floats round-trip exactly,
+        so stored stats decide every threshold as the raw IoUs do).
+
+        Args:
+            pred: the image's `ClickResult`: `ious` `[K, N]`, the IoU of each of K objects after clicks
+                1..N, and `oracle_iou` `[K]`, the best of the 3 first-click masks.
+            gt: not read: the simulated clicks depend on the ground truth, so the task scores every
+                answer against it as it clicks.
+        """
+        return {"ious": np.asarray(pred.ious, np.float64).tolist(), "oracle": np.asarray(pred.oracle_iou).tolist()}
+
+    def add(self, stats: dict) -> None:
+        oracle = stats["oracle"]
+        if not len(oracle):
+            return
+        for row in np.asarray(stats["ious"], np.float64).reshape(len(oracle), -1):
             self.ious.append(row)
         self.oracle.extend(float(v) for v in oracle)
 

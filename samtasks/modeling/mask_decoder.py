@@ -69,7 +69,7 @@ class MaskDecoder(nn.Module):
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in chosen], dim=1)
         iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
         keep = None if min_iou is None else (iou_pred > min_iou).any(1)
-        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], keep=keep)
+        masks = self.upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], keep=keep)
         return masks, iou_pred
 
     def output_tokens(self) -> torch.Tensor:
@@ -97,7 +97,7 @@ class MaskDecoder(nn.Module):
             src = image_embeddings + dense_prompt_embeddings
         return self.transformer(src, image_pe, tokens)
 
-    def _upscale_and_project(
+    def upscale_and_project(
         self,
         src: torch.Tensor,
         hyper_in: torch.Tensor,

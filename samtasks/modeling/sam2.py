@@ -65,7 +65,7 @@ class Sam2MaskDecoder(MaskDecoder):
             dense_prompt_embeddings: `[P, C, h, w]` (an expanded view when there is no mask input).
             multimask_output: tokens 1..3 instead of token 0 (or the best of 1..3 where token 0's
                 mask is unstable).
-            high_res: projected encoder features in `_upscale_and_project`'s layouts.
+            high_res: projected encoder features in `upscale_and_project`'s layouts.
             min_iou: with multimask output, a prompt whose every predicted IoU is at most this gets
                 no mask logits (-inf); without, every prompt's are computed (the IoU depends on them).
 
@@ -85,7 +85,7 @@ class Sam2MaskDecoder(MaskDecoder):
         chosen = range(1, self.num_mask_tokens) if multimask_output else range(self.num_mask_tokens)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 2 + i]) for i in chosen], dim=1)
         keep = (iou[:, 1:] > min_iou).any(1) if min_iou is not None and multimask_output else None
-        masks = self._upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], high_res, keep)
+        masks = self.upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], high_res, keep)
         if multimask_output:
             return DecoderOutput(masks, iou[:, 1:], object_scores)
         masks, iou = _stable_or_best(masks, iou)

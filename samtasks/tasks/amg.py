@@ -11,42 +11,40 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
 from samtasks.predictor import SamPredictor
+from samtasks.structures import GeneratedMasks
 from samtasks.utils.image import load_image
-from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions, xyxy_to_xywh
-from samtasks.utils.settings import check_field_types, check_range
+from samtasks.utils.masks import decode_rle, encode_rle, masks_to_boxes, remove_small_regions
+from samtasks.utils.settings import check_field_types, check_range, preset_with_overrides
 
 # Pixels of full-size mask logits held at once (128 MB of float32): bounds memory on large photos.
 CHUNK_PIXELS = 1 << 25
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class AmgSettings:
     """Knobs of the generator, named like the official `SamAutomaticMaskGenerator`'s."""
 
-    points_per_side: int = 32
-    points_per_batch: int = 64
+    points_per_side: int = 32  # the grid of prompt points is points_per_side x points_per_side
+    points_per_batch: int = 64  # points decoded at once (memory, not results, unless batch_nms_thresh > 0)
     multimask_output: bool = True  # 3 masks per point; False keeps the single-mask token (ablations)
     pred_iou_thresh: float = 0.88  # keep a mask if predicted IoU > this (0 disables)
     stability_score_thresh: float = 0.95  # keep if stability >= this (0 disables)
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
+    stability_score_offset: float = 1.0  # the logit offset of the stability score's two thresholds
+    box_nms_thresh: float = 0.7  # box IoU above which NMS drops the lower predicted IoU, within each crop
     # Also box NMS within each batch of points_per_batch points, before the crop's NMS (0 disables; the
     # public edge re-implementation stages it so, at 0.7). With it on, points_per_batch changes the result.
     batch_nms_thresh: float = 0.0
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
+    crop_n_layers: int = 0  # layer i adds 2^i x 2^i zoomed crops (0: the whole image only)
+    crop_nms_thresh: float = 0.7  # box NMS across crops, preferring the smaller crop's mask
+    crop_overlap_ratio: float = 512 / 1500  # crops overlap by this fraction of the image's short side (layer 1)
+    crop_n_points_downscale_factor: int = 1  # layer i's grid has points_per_side / factor^i points a side
     crop_edge_tolerance: float = 20.0  # px: a box this close to an inner crop edge is dropped
     min_mask_region_area: int = 0  # clean-up of holes and islands smaller than this (0 disables)
     cleanup_rule: str = "official"  # "paper": drop a mask whose islands are all small; "official": keep the largest
@@ -78,114 +76,15 @@ PRESETS: dict[str, AmgSettings] = {
         cleanup_rule="paper",
         max_area_fraction=0.95,
     ),
-    # Object proposals on LVIS (section 7.3): 64x64, no crops, no filtering, NMS 0.9.
-    "proposals-lvis": AmgSettings(
-        points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
-    ),
+    # Object proposals on LVIS (section 7.3): 64x64, no crops, no filtering, NMS 0.9 (the masks of the
+    # `proposals-lvis` proposals preset, before its ranking and cut).
+    "amg-lvis": AmgSettings(points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9),
     # Edge detection on BSDS500 (section 7.2, steps 1-2): 16x16, no filtering, NMS 0.7.
     "edges-bsds": AmgSettings(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+    # Text prompts' candidates, chosen for recall: the official 32x32 grid without crops, with looser
+    # quality filters than the SA-1B setting (0.88 / 0.95), so that parts and small objects stay in the running.
+    "text-candidates": AmgSettings(pred_iou_thresh=0.80, stability_score_thresh=0.85),
 }
-
-
-def preset_with_overrides(presets: dict[str, T], name: str, task: str, overrides: dict) -> T:
-    """`presets[name]` (a task's settings) with `overrides` replacing its fields; an `amg` dict is merged
-    into the preset's. A `ValueError` names an unknown preset, a `TypeError` an unknown field."""
-    if name not in presets:
-        raise ValueError(f"unknown {task} preset {name!r}; choose one of {', '.join(presets)}")
-    base = presets[name]
-    if "amg" in overrides:
-        overrides = {**overrides, "amg": {**base.amg, **overrides["amg"]}}
-    return dataclasses.replace(base, **overrides)
-
-
-def preset_settings(preset: str, overrides: dict) -> AmgSettings:
-    """`PRESETS[preset]` with `overrides` (AmgSettings field -> value); a `ValueError` names an unknown
-    preset or field."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown AMG preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(AmgSettings)})
-    if unknown:
-        raise ValueError(f"unknown AMG setting(s) {', '.join(unknown)}")
-    return dataclasses.replace(PRESETS[preset], **overrides)
-
-
-@dataclass
-class GeneratedMasks:
-    """K masks of one image, in the order the generator ranks them."""
-
-    image_size: tuple[int, int]  # (H, W)
-    rles: list[dict] = field(default_factory=list)  # COCO compressed RLE, original image frame
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [K, 4] XYXY, inclusive max
-    predicted_iou: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]
-    stability_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [K]
-    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # [K, 2] (x, y) prompt
-    crop_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))  # [K, 4] XYXY
-    low_res_logits: np.ndarray | None = None  # float32 [K, S, S] in the crop's padded model frame
-
-    def __len__(self) -> int:
-        return len(self.rles)
-
-    def masks(self) -> np.ndarray:
-        """All masks decoded, `bool [K, H, W]`."""
-        if not self.rles:
-            return np.zeros((0, *self.image_size), bool)
-        return np.stack([decode_rle(r) for r in self.rles])
-
-    @property
-    def areas(self) -> np.ndarray:
-        """`int64 [K]` mask areas in pixels."""
-        from pycocotools import mask as mask_utils
-
-        return np.array([int(mask_utils.area({**r, "counts": r["counts"].encode()})) for r in self.rles], np.int64)
-
-    def records(self) -> list[dict]:
-        """SA-1B style records: segmentation (RLE), bbox and crop_box XYWH, area, predicted_iou,
-        point_coords, stability_score."""
-        areas = self.areas
-        out = []
-        for i, rle in enumerate(self.rles):
-            out.append(
-                {
-                    "segmentation": rle,
-                    "bbox": xyxy_to_xywh(self.boxes[i]),
-                    "area": int(areas[i]),
-                    "predicted_iou": float(self.predicted_iou[i]),
-                    "point_coords": [self.points[i].tolist()],
-                    "stability_score": float(self.stability_score[i]),
-                    "crop_box": [int(v) for v in xyxy_to_xywh(self.crop_boxes[i])],
-                }
-            )
-        return out
-
-    def select(self, keep: np.ndarray) -> GeneratedMasks:
-        """The masks at indices `keep`, in that order."""
-        keep = np.asarray(keep, dtype=np.int64)
-        return GeneratedMasks(
-            image_size=self.image_size,
-            rles=[self.rles[i] for i in keep],
-            boxes=self.boxes[keep],
-            predicted_iou=self.predicted_iou[keep],
-            stability_score=self.stability_score[keep],
-            points=self.points[keep],
-            crop_boxes=self.crop_boxes[keep],
-            low_res_logits=None if self.low_res_logits is None else self.low_res_logits[keep],
-        )
-
-    @staticmethod
-    def concat(parts: list[GeneratedMasks], image_size: tuple[int, int]) -> GeneratedMasks:
-        if not parts:
-            return GeneratedMasks(image_size=image_size)
-        logits = [p.low_res_logits for p in parts]
-        return GeneratedMasks(
-            image_size=image_size,
-            rles=[r for p in parts for r in p.rles],
-            boxes=np.concatenate([p.boxes for p in parts]),
-            predicted_iou=np.concatenate([p.predicted_iou for p in parts]),
-            stability_score=np.concatenate([p.stability_score for p in parts]),
-            points=np.concatenate([p.points for p in parts]),
-            crop_boxes=np.concatenate([p.crop_boxes for p in parts]),
-            low_res_logits=None if any(x is None for x in logits) else np.concatenate(logits),
-        )
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -248,12 +147,10 @@ class AutomaticMaskGenerator:
 
     @classmethod
     def from_preset(
-        cls, predictor: SamPredictor, preset: str, *, keep_logits: bool = False, **overrides
+        cls, predictor: SamPredictor, name: str, *, keep_logits: bool = False, **overrides
     ) -> AutomaticMaskGenerator:
-        """A generator with the settings of `PRESETS[preset]`, any field overridden by keyword."""
-        if preset not in PRESETS:
-            raise ValueError(f"unknown AMG preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        settings = dataclasses.replace(PRESETS[preset], **overrides)
+        """A generator with the settings of `PRESETS[name]`, any `AmgSettings` field overridden by keyword."""
+        settings = preset_with_overrides(PRESETS, name, overrides)
         return cls(predictor, keep_logits=keep_logits, **dataclasses.asdict(settings))
 
     def generate(self, image) -> GeneratedMasks:

@@ -13,23 +13,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from samtasks.predictor import SamPredictor
-from samtasks.structures import EdgeMap
-from samtasks.tasks.amg import (
-    CHUNK_PIXELS,
-    AmgSettings,
-    AutomaticMaskGenerator,
-    GeneratedMasks,
-    preset_settings,
-    preset_with_overrides,
-)
-from samtasks.utils.settings import check_field_types
+from samtasks.structures import EdgeMap, GeneratedMasks
+from samtasks.tasks.amg import CHUNK_PIXELS, AmgSettings, AutomaticMaskGenerator
+from samtasks.tasks.amg import PRESETS as AMG_PRESETS
+from samtasks.utils.image import EDGE_QUANTIZE
+from samtasks.utils.settings import check_field_types, preset_with_overrides
+from samtasks.utils.thinning import thin
 
 CHOICES = {
     "sobel_padding": ("replicate", "zeros"),
@@ -39,7 +34,7 @@ CHOICES = {
     "suppression": ("nms", "thin", "none"),
     "smooth_border": ("symmetric", "reflect-101"),
     "orientation": ("toolbox", "opencv"),
-    "quantize": ("round", "floor"),
+    "quantize": EDGE_QUANTIZE,
 }
 
 
@@ -53,7 +48,9 @@ class EdgeSettings:
     """The edge pipeline after the mask generator. Defaults are the paper's protocol (`edges-paper`);
     the comments name the re-implementation's choice where `edges-reference` differs."""
 
-    amg_preset: str = "edges-bsds"  # 16x16 grid, 3 masks per point, no filtering, box NMS 0.7, no crops
+    # A key of `samtasks.tasks.amg.PRESETS`; this one: 16x16 grid, 3 masks per point, no filtering, box NMS
+    # 0.7, no crops.
+    amg_preset: str = "edges-bsds"
     amg: dict = dataclasses.field(default_factory=dict)  # AmgSettings fields overriding the preset
     # How the Sobel filters (of the probability map and, for the "sobel" gate, of the binary mask) see past
     # the image: "replicate" the border pixel, or "zeros" (reference), which puts a step, so an edge, along
@@ -95,7 +92,8 @@ class EdgeSettings:
             raise ValueError("smooth_radius must be >= 0 and edge_nms_multiplier > 0")
 
     def amg_settings(self) -> AmgSettings:
-        return preset_settings(self.amg_preset, self.amg)
+        """The generator's settings: `amg_preset` with the `amg` overrides."""
+        return preset_with_overrides(AMG_PRESETS, self.amg_preset, self.amg)
 
 
 PRESETS: dict[str, EdgeSettings] = {
@@ -135,10 +133,10 @@ class EdgeDetector:
         self.generator = AutomaticMaskGenerator(predictor, keep_logits=True, **amg)
 
     @classmethod
-    def from_preset(cls, predictor: SamPredictor, preset: str, **overrides) -> EdgeDetector:
-        """A detector with `PRESETS[preset]`, any `EdgeSettings` field overridden by keyword (`amg`
+    def from_preset(cls, predictor: SamPredictor, name: str, **overrides) -> EdgeDetector:
+        """A detector with `PRESETS[name]`, any `EdgeSettings` field overridden by keyword (`amg`
         entries are merged into the preset's)."""
-        return cls(predictor, preset_with_overrides(PRESETS, preset, "edges", overrides))
+        return cls(predictor, preset_with_overrides(PRESETS, name, overrides))
 
     def detect(self, image) -> EdgeMap:
         """`image`: RGB `uint8 [H, W, 3]`, a PIL image or a path. Returns the edge map at image size."""
@@ -258,8 +256,6 @@ def suppress(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
 
 def _suppress_whole(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
     if settings.suppression == "thin":
-        from samtasks.metrics.bsds import thin
-
         return edges * thin(edges > 0)
     smoothed = conv_tri(edges, settings.smooth_radius, border=settings.smooth_border)
     return edge_nms(
@@ -365,27 +361,6 @@ def edge_nms(
     return out
 
 
-def save_edge_map(path: str | Path, edges: np.ndarray, *, quantize: str = "round") -> Path:
-    """Writes `float [H, W]` in [0, 1] as an 8-bit grayscale PNG, the format the BSDS benchmark reads:
-    `round(255 * e)`, or with `quantize="floor"` the re-implementation's `uint8(255 * e)` (truncation,
-    in float32 as it computes)."""
-    from PIL import Image
-
-    _check("quantize", quantize)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.asarray(edges, np.float64)
-    if array.ndim != 2 or not np.isfinite(array).all():
-        raise ValueError(f"an edge map must be a finite [H, W] array, got shape {array.shape}")
-    array = np.clip(array, 0, 1)
-    if quantize == "round":
-        levels = np.round(array * 255)
-    else:
-        levels = np.floor(array.astype(np.float32) * np.float32(255))
-    Image.fromarray(levels.astype(np.uint8)).save(path)
-    return path
-
-
 __all__ = [
     "PRESETS",
     "EdgeDetector",
@@ -394,5 +369,4 @@ __all__ = [
     "edge_nms",
     "edge_orientation",
     "mask_edges",
-    "save_edge_map",
 ]

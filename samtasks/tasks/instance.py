@@ -3,7 +3,9 @@ refinement pass feeds the chosen mask's low-res logits back with the same box.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,10 +13,33 @@ import torch
 from samtasks.predictor import SamPredictor
 from samtasks.structures import Detections, InstanceMasks
 from samtasks.utils.image import load_image
+from samtasks.utils.settings import check_field_types, preset_with_overrides
 
 logger = logging.getLogger(__name__)
 
 SCORES = ("detector", "detector*iou")
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """How each box is decoded and scored."""
+
+    # The paper's refinement pass: the first call's chosen mask, as low-res logits, goes back in as
+    # `mask_input` with the same box, and the second call's single-mask output is kept.
+    refine: bool = True
+    multimask: bool = False  # first call with 3 outputs, the highest predicted IoU chosen (ours; paper silent)
+    score: str = "detector"  # "detector" or "detector*iou" (times SAM's predicted IoU)
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+
+
+PRESETS: dict[str, InstanceSettings] = {
+    # Table 5: detector boxes, one refinement pass, the detector's score.
+    "instance-boxes": InstanceSettings(),
+}
 
 
 class InstanceSegmenter:
@@ -24,30 +49,19 @@ class InstanceSegmenter:
         predictor: the `SamPredictor` to prompt.
         detector: a `Detector` (`samtasks.tasks.detectors`); optional if detections are passed to
             `segment`.
-        refine: the paper's refinement pass (default on): the first call's chosen mask, as low-res
-            logits, goes back in as `mask_input` with the same box, and the second call's
-            single-mask output is kept.
-        multimask: first call with 3 outputs, the highest predicted IoU chosen (default: the
-            single-mask output, the paper being silent).
-        score: "detector" (default) or "detector*iou" (times SAM's predicted IoU).
+        **settings: `InstanceSettings` fields; see `from_preset` for the named settings.
     """
 
-    def __init__(
-        self,
-        predictor: SamPredictor,
-        detector=None,
-        *,
-        refine: bool = True,
-        multimask: bool = False,
-        score: str = "detector",
-    ) -> None:
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    def __init__(self, predictor: SamPredictor, detector=None, **settings) -> None:
         self.predictor = predictor
         self.detector = detector
-        self.refine = refine
-        self.multimask = multimask
-        self.score = score
+        self.settings = InstanceSettings(**settings)
+
+    @classmethod
+    def from_preset(cls, predictor: SamPredictor, name: str, *, detector=None, **overrides) -> InstanceSegmenter:
+        """A segmenter with `PRESETS[name]`, any `InstanceSettings` field overridden by keyword."""
+        settings = preset_with_overrides(PRESETS, name, overrides)
+        return cls(predictor, detector, **dataclasses.asdict(settings))
 
     def segment(self, image, detections: Detections | None = None, *, image_id=None) -> InstanceMasks:
         """Masks for the detections of one image.
@@ -77,7 +91,7 @@ class InstanceSegmenter:
         masks, iou = self.predict(torch.from_numpy(boxes))
         self.predictor.reset_image()
         iou = iou.float().cpu().numpy()
-        scores = detections.scores * (iou if self.score == "detector*iou" else 1.0)
+        scores = detections.scores * (iou if self.settings.score == "detector*iou" else 1.0)
         return InstanceMasks(
             masks=masks.cpu().numpy(),
             boxes=boxes,
@@ -90,10 +104,11 @@ class InstanceSegmenter:
     def predict(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decodes `[N, 4]` XYXY boxes on the predictor's current image: `bool [N, H, W]` masks and
         `[N]` predicted IoU."""
-        first = self.predictor.predict_torch(boxes=boxes, multimask=self.multimask, return_masks=not self.refine)
+        s = self.settings
+        first = self.predictor.predict_torch(boxes=boxes, multimask=s.multimask, return_masks=not s.refine)
         rows = torch.arange(len(boxes), device=first.iou_scores.device)
         chosen = first.iou_scores.argmax(1)
-        if not self.refine:
+        if not s.refine:
             return first.masks[rows, chosen], first.iou_scores[rows, chosen]
         logits = first.low_res_logits[rows, chosen][:, None]  # [N, 1, S, S]
         second = self.predictor.predict_torch(boxes=boxes, mask_input=logits, multimask=False)

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from samtasks.predictor import SamPredictor
-from samtasks.tasks.amg import (
-    AmgSettings,
-    AutomaticMaskGenerator,
-    GeneratedMasks,
-    preset_settings,
-    preset_with_overrides,
-)
-from samtasks.utils.settings import check_field_types
+from samtasks.structures import GeneratedMasks, Proposals
+from samtasks.tasks.amg import PRESETS as AMG_PRESETS
+from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator
+from samtasks.utils.settings import check_field_types, preset_with_overrides
 
 RANKINGS = ("quality", "random")
 
@@ -25,9 +21,9 @@ RANKINGS = ("quality", "random")
 class ProposalSettings:
     """How proposals are made: an AMG preset with overrides, then a ranking and a cut."""
 
-    amg_preset: str = "proposals-lvis"
+    amg_preset: str = "amg-lvis"  # a key of `samtasks.tasks.amg.PRESETS`
     amg: dict = dataclasses.field(default_factory=dict)  # AmgSettings fields overriding the preset
-    max_proposals: int = 1000
+    max_proposals: int = 1000  # the best this many masks are kept per image
     ranking: str = "quality"  # "quality": mean(predicted IoU, stability); "random": seeded shuffle
     seed: int = 0  # the random ranking's seed (the same permutation stream for every image)
 
@@ -40,7 +36,8 @@ class ProposalSettings:
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
 
     def amg_settings(self) -> AmgSettings:
-        return preset_settings(self.amg_preset, self.amg)
+        """The generator's settings: `amg_preset` with the `amg` overrides."""
+        return preset_with_overrides(AMG_PRESETS, self.amg_preset, self.amg)
 
 
 PRESETS: dict[str, ProposalSettings] = {
@@ -51,24 +48,6 @@ PRESETS: dict[str, ProposalSettings] = {
         amg={"points_per_side": 128, "multimask_output": False, "box_nms_thresh": 0.95}, ranking="random"
     ),
 }
-
-
-@dataclass
-class Proposals:
-    """Up to `max_proposals` masks of one image, best first."""
-
-    masks: GeneratedMasks  # the generator's masks, reordered and cut
-    scores: np.ndarray  # float32 [K], the ranking score (descending)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def results(self, image_id: int, category_id: int = 1) -> list[dict]:
-        """COCO/LVIS results entries (class-agnostic): image_id, category_id, segmentation (RLE), score."""
-        return [
-            {"image_id": image_id, "category_id": category_id, "segmentation": rle, "score": float(score)}
-            for rle, score in zip(self.masks.rles, self.scores, strict=True)
-        ]
 
 
 def rank_masks(masks: GeneratedMasks, settings: ProposalSettings) -> Proposals:
@@ -94,10 +73,10 @@ class ProposalGenerator:
         self.generator = AutomaticMaskGenerator(predictor, **dataclasses.asdict(self.settings.amg_settings()))
 
     @classmethod
-    def from_preset(cls, predictor: SamPredictor, preset: str, **overrides) -> ProposalGenerator:
-        """A generator with `PRESETS[preset]`, any `ProposalSettings` field overridden by keyword
+    def from_preset(cls, predictor: SamPredictor, name: str, **overrides) -> ProposalGenerator:
+        """A generator with `PRESETS[name]`, any `ProposalSettings` field overridden by keyword
         (`amg` entries are merged into the preset's)."""
-        return cls(predictor, preset_with_overrides(PRESETS, preset, "proposals", overrides))
+        return cls(predictor, preset_with_overrides(PRESETS, name, overrides))
 
     def generate(self, image) -> Proposals:
         """Proposals for one image (array, PIL image or path)."""

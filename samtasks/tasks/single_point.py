@@ -22,6 +22,8 @@ point and the batched lockstep of all objects of an image (one decoder call per 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +31,40 @@ import torch
 from scipy import ndimage
 
 from samtasks.predictor import SamPredictor
+from samtasks.structures import ClickResult
+from samtasks.utils.masks import mask_iou
+from samtasks.utils.settings import check_field_types, check_range, preset_with_overrides
 
 FIRST_POINTS = ("center", "random")
+
+
+@dataclass(frozen=True)
+class ClickSettings:
+    """How the clicks are simulated."""
+
+    max_clicks: int = 9  # clicks per object (9 for mIoU@{1,2,3,5,9}; 20 for NoC)
+    # "center" (the paper; RITM's first click) or "random" (a seeded uniform pixel of the object outside the
+    # ignore region).
+    first_point: str = "center"
+    feed_logits: bool = True  # with clicks 2..N, also feed back the previous answer's low-res logits (paper silent)
+    # 3 outputs (highest predicted IoU) after the first click too, instead of the single-mask token (the
+    # paper's convention for more than one prompt point).
+    multimask_later: bool = False
+    seed: int = 0  # the random first point's seed
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.first_point not in FIRST_POINTS:
+            raise ValueError(f"first_point must be one of {', '.join(FIRST_POINTS)}, got {self.first_point!r}")
+        check_range("max_clicks", self.max_clicks, 1, math.inf)
+
+
+PRESETS: dict[str, ClickSettings] = {
+    # The paper's protocol (PAPER.md section 2): mIoU after 1, 2, 3, 5 and 9 clicks.
+    "clicks-miou": ClickSettings(),
+    # Also NoC at 85 and 90% IoU (at most 20 clicks), with the mIoU read off the same runs (the suite's).
+    "clicks-noc": ClickSettings(max_clicks=20),
+}
 
 
 def _padded_distance(mask: np.ndarray) -> np.ndarray:
@@ -85,58 +119,22 @@ def next_click(
     return int(x), int(y), positive
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """IoU of two `bool [H, W]` masks, pixels in `ignore` left out; 1.0 when both are empty."""
-    if ignore is not None:
-        pred, gt = pred & ~ignore, gt & ~ignore
-    union = np.count_nonzero(pred | gt)
-    return float(np.count_nonzero(pred & gt) / union) if union else 1.0
-
-
-@dataclass
-class ClickResult:
-    """Per object, the IoU after each click."""
-
-    ious: np.ndarray  # float64 [K, N]: IoU with the ground truth after clicks 1..N (default answer)
-    oracle_iou: np.ndarray  # float64 [K]: best of the 3 first-click masks against the ground truth
-    clicks: np.ndarray  # int64 [K, N, 3]: (x, y, positive) of each click, -1 once no error pixel is left
-
-
 class ClickEvaluator:
     """Simulated clicks on the objects of one image.
 
     Args:
         predictor: the `SamPredictor` to prompt.
-        max_clicks: clicks per object (9 for mIoU@{1,2,3,5,9}; 20 for NoC).
-        first_point: "center" (the paper; RITM's first click) or "random" (a seeded uniform pixel of the
-            object outside the ignore region).
-        feed_logits: with clicks 2..N, also feed back the previous answer's low-res logits (default;
-            the paper is silent).
-        multimask_later: use 3 outputs (highest predicted IoU) after the first click too, instead of the
-            single-mask token (default False; the paper's convention for more than one prompt point).
-        seed: the random first point's seed.
+        **settings: `ClickSettings` fields; see `from_preset` for the named settings.
     """
 
-    def __init__(
-        self,
-        predictor: SamPredictor,
-        *,
-        max_clicks: int = 9,
-        first_point: str = "center",
-        feed_logits: bool = True,
-        multimask_later: bool = False,
-        seed: int = 0,
-    ) -> None:
-        if first_point not in FIRST_POINTS:
-            raise ValueError(f"first_point must be one of {', '.join(FIRST_POINTS)}, got {first_point!r}")
-        if max_clicks < 1:
-            raise ValueError(f"max_clicks must be >= 1, got {max_clicks}")
+    def __init__(self, predictor: SamPredictor, **settings) -> None:
         self.predictor = predictor
-        self.max_clicks = max_clicks
-        self.first_point = first_point
-        self.feed_logits = feed_logits
-        self.multimask_later = multimask_later
-        self.seed = seed
+        self.settings = ClickSettings(**settings)
+
+    @classmethod
+    def from_preset(cls, predictor: SamPredictor, name: str, **overrides) -> ClickEvaluator:
+        """An evaluator with `PRESETS[name]`, any `ClickSettings` field overridden by keyword."""
+        return cls(predictor, **dataclasses.asdict(preset_with_overrides(PRESETS, name, overrides)))
 
     def evaluate(self, image: np.ndarray, gt_masks: np.ndarray, ignore: np.ndarray | None = None) -> ClickResult:
         """Clicks on each of `gt_masks` (`bool [K, H, W]`) in `image` (`uint8 [H, W, 3]`).
@@ -148,7 +146,8 @@ class ClickEvaluator:
             ValueError: an object without a pixel outside `ignore`.
         """
         k = len(gt_masks)
-        n = self.max_clicks
+        s = self.settings
+        n = s.max_clicks
         ious = np.zeros((k, n))
         oracle = np.zeros(k)
         clicks = np.full((k, n, 3), -1, np.int64)
@@ -160,7 +159,7 @@ class ClickEvaluator:
         if not targets.reshape(k, -1).any(1).all():
             raise ValueError("every ground-truth mask must have a pixel outside the ignore region")
         self.predictor.set_image(image)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(s.seed)
         points = [[] for _ in range(k)]  # per object: [(x, y, label), ...]
         clicked = np.zeros_like(targets)
         logits = None  # [K, 1, S, S] the previous answers
@@ -170,7 +169,7 @@ class ClickEvaluator:
             for i in range(k):
                 if step == 0:
                     # RITM's click on an empty prediction: the centre of the object minus the ignore region
-                    x, y = center_point(targets[i]) if self.first_point == "center" else random_point(targets[i], rng)
+                    x, y = center_point(targets[i]) if s.first_point == "center" else random_point(targets[i], rng)
                     click = (x, y, True)
                 elif alive[i]:
                     click = next_click(targets[i], preds[i], clicked[i], ignore)
@@ -202,8 +201,9 @@ class ClickEvaluator:
             for j, (x, y, label) in enumerate(points[i]):
                 coords[row, j] = (x, y)
                 labels[row, j] = label
-        multimask = step == 0 or self.multimask_later
-        mask_input = logits[torch.as_tensor(index, device=logits.device)] if (step and self.feed_logits) else None
+        s = self.settings
+        multimask = step == 0 or s.multimask_later
+        mask_input = logits[torch.as_tensor(index, device=logits.device)] if (step and s.feed_logits) else None
         out = self.predictor.predict_torch(
             torch.from_numpy(coords), torch.from_numpy(labels), mask_input=mask_input, multimask=multimask
         )

@@ -13,11 +13,12 @@ import contextlib
 import dataclasses
 import http.client
 import logging
+import math
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,10 +27,14 @@ import torch
 from PIL import Image
 
 from samtasks.predictor import SamPredictor
-from samtasks.tasks.amg import AutomaticMaskGenerator, GeneratedMasks
+from samtasks.structures import TextCandidates, TextResult
+from samtasks.tasks.amg import PRESETS as AMG_PRESETS
+from samtasks.tasks.amg import AmgSettings, AutomaticMaskGenerator
+from samtasks.utils.device import resolve_device
 from samtasks.utils.image import load_image
 from samtasks.utils.masks import decode_rle, xyxy_to_xywh
 from samtasks.utils.optional import import_optional
+from samtasks.utils.settings import check_field_types, check_range, preset_with_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +49,40 @@ TEMPLATES = (
     "a dark photo of a {}.",
 )
 
-# Candidates chosen for recall: the official 32x32 grid without crops, with looser quality filters
-# than the SA-1B setting (0.88 / 0.95), so that parts and small objects stay in the running.
-CANDIDATE_SETTINGS = {"points_per_side": 32, "pred_iou_thresh": 0.80, "stability_score_thresh": 0.85}
-
 CLIP_MODELS = {
     "fast": ("ViT-B-32", "laion2b_s34b_b79k"),  # the default: quick on a CPU
     "paper": ("ViT-L-14-336", "openai"),  # the CLIP of the paper's text-prompted SAM
+}
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """How candidates are made, cropped and ranked."""
+
+    amg_preset: str = "text-candidates"  # a key of `samtasks.tasks.amg.PRESETS`: the candidate masks
+    amg: dict = field(default_factory=dict)  # AmgSettings fields overriding the preset
+    templates: tuple[str, ...] = TEMPLATES  # the prompt ensemble: the text embedding is their normalized mean
+    enlarge: float = 1.5  # the crop's box enlargement (the paper trained with 1x to 2x)
+    # With `all=True`, every candidate whose probability is at least `margin` times the best's is returned
+    # (plural queries).
+    margin: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        self.amg_settings()  # an unknown preset or AMG knob is an error here
+        if not self.templates or not all(isinstance(t, str) and "{}" in t for t in self.templates):
+            raise ValueError(f"templates must be strings holding '{{}}' for the prompt, got {self.templates!r}")
+        check_range("enlarge", self.enlarge, 0.0, math.inf, open_low=True)
+        check_range("margin", self.margin, 0.0, 1.0)
+
+    def amg_settings(self) -> AmgSettings:
+        """The candidates' generator settings: `amg_preset` with the `amg` overrides."""
+        return preset_with_overrides(AMG_PRESETS, self.amg_preset, self.amg)
+
+
+PRESETS: dict[str, TextSettings] = {
+    # CLIP ranks the crops of the `text-candidates` masks (PAPER.md section 6, with public CLIP weights).
+    "text-clip": TextSettings(),
 }
 
 
@@ -75,6 +107,7 @@ class OpenClipEncoder:
         model: open_clip architecture name (default "ViT-B-32"; the paper's is "ViT-L-14-336").
         pretrained: open_clip pretrained tag, downloaded by open_clip on first use; None gives random
             weights (tests).
+        device: "cpu", "cuda:0", "mps", ... or None for the best available (`resolve_device`).
         batch_size: crops per image-tower call.
     """
 
@@ -87,7 +120,7 @@ class OpenClipEncoder:
         batch_size: int = 64,
     ) -> None:
         open_clip = import_optional("open_clip", "clip", "text prompts")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if model not in open_clip.list_models():
             raise ValueError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
         tags = open_clip.list_pretrained_tags_by_model(model)
@@ -202,59 +235,33 @@ def mask_crop(
     return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BICUBIC))
 
 
-@dataclass
-class TextCandidates:
-    """One image's candidate masks and their CLIP image features."""
-
-    image: np.ndarray  # uint8 [H, W, 3]
-    masks: GeneratedMasks  # K candidates (with low-res logits)
-    features: torch.Tensor  # float32 [K, D], L2-normalized
-
-
-@dataclass
-class TextResult:
-    """The answer to one text query."""
-
-    prompt: str
-    mask: np.ndarray | None  # bool [H, W], the chosen mask (None without candidates)
-    score: float  # the chosen candidate's softmax probability over candidates
-    index: int  # the chosen candidate (-1 without candidates)
-    selected: list[int]  # every candidate returned (the best, or all within the margin with `all`)
-    ranking: list[dict]  # candidates best first: index, probability, similarity, area, bbox XYWH
-    refined_by_point: tuple[float, float] | None = None
-
-
 class TextSegmenter:
     """Text -> mask by ranking SAM's masks with CLIP.
 
     Args:
         predictor: the `SamPredictor` for the candidates (and the point fix).
         encoder: a `TextImageEncoder` (`OpenClipEncoder`).
-        templates: the prompt ensemble; the text embedding is the normalized mean over templates.
-        enlarge: the crop's box enlargement (the paper trained with 1x to 2x; 1.5 here).
-        margin: with `all=True`, every candidate whose probability is at least `margin` times the
-            best's is returned (plural queries).
-        **amg: overrides of `CANDIDATE_SETTINGS`.
+        settings: candidates, crops and ranking (default: the `text-clip` preset); see `from_preset`.
     """
 
     def __init__(
-        self,
-        predictor: SamPredictor,
-        encoder: TextImageEncoder,
-        *,
-        templates: Sequence[str] = TEMPLATES,
-        enlarge: float = 1.5,
-        margin: float = 0.5,
-        **amg,
+        self, predictor: SamPredictor, encoder: TextImageEncoder, settings: TextSettings | None = None
     ) -> None:
         self.predictor = predictor
         self.encoder = encoder
-        self.templates = tuple(templates)
-        self.enlarge = enlarge
-        self.margin = margin
-        self.generator = AutomaticMaskGenerator(predictor, keep_logits=True, **{**CANDIDATE_SETTINGS, **amg})
+        self.settings = settings or PRESETS["text-clip"]
+        amg = dataclasses.asdict(self.settings.amg_settings())
+        self.generator = AutomaticMaskGenerator(predictor, keep_logits=True, **amg)
         self._cache: TextCandidates | None = None
         self._text_cache: dict[str, torch.Tensor] = {}  # prompt -> its embedding (the ensemble is costly)
+
+    @classmethod
+    def from_preset(
+        cls, predictor: SamPredictor, name: str, *, encoder: TextImageEncoder, **overrides
+    ) -> TextSegmenter:
+        """A segmenter with `PRESETS[name]`, any `TextSettings` field overridden by keyword (`amg`
+        entries are merged into the preset's)."""
+        return cls(predictor, encoder, preset_with_overrides(PRESETS, name, overrides))
 
     def candidates(self, image) -> TextCandidates:
         """The image's candidates; computed once and reused while the same image is queried."""
@@ -266,7 +273,7 @@ class TextSegmenter:
         crops = (
             np.stack(
                 [
-                    mask_crop(image, m, b, size, self.encoder.mean, self.enlarge)
+                    mask_crop(image, m, b, size, self.encoder.mean, self.settings.enlarge)
                     for m, b in zip(masks.masks(), masks.boxes, strict=True)
                 ]
             )
@@ -281,7 +288,7 @@ class TextSegmenter:
     def text_features(self, prompt: str) -> torch.Tensor:
         """`[D]` normalized mean of the prompt's template embeddings (computed once per prompt)."""
         if prompt not in self._text_cache:
-            embedded = self.encoder.encode_texts([t.format(prompt) for t in self.templates])
+            embedded = self.encoder.encode_texts([t.format(prompt) for t in self.settings.templates])
             self._text_cache[prompt] = torch.nn.functional.normalize(embedded.mean(0), dim=0)
         return self._text_cache[prompt]
 
@@ -308,7 +315,7 @@ class TextSegmenter:
         probs = torch.softmax(self.encoder.logit_scale * similarity, 0)
         order = torch.argsort(probs, descending=True).tolist()
         best = order[0]
-        selected = [i for i in order if probs[i] >= self.margin * probs[best]] if all else [best]
+        selected = [i for i in order if probs[i] >= self.settings.margin * probs[best]] if all else [best]
         areas = masks.areas
         ranking = [
             {

@@ -1,8 +1,9 @@
-"""Writing instance masks in the formats users train and evaluate with: COCO results (RLE) and
-YOLO segmentation labels."""
+"""Writing masks in the formats users train and evaluate with: COCO results (RLE), YOLO segmentation
+labels, and a prompt's mask, overlay and JSON."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,56 @@ def write_yolo_dataset_yaml(root: Path, names: dict[int, str]) -> Path:
     data = {"path": str(Path(root).resolve()), "train": "images", "val": "images", "names": dict(sorted(names.items()))}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def write_prompt_result(
+    out: str | Path,
+    stem: str,
+    image: np.ndarray,
+    masks: np.ndarray,
+    iou_scores: np.ndarray,
+    chosen: int,
+    *,
+    source: str,
+    model: str,
+    points: list | None = None,
+    labels: list | None = None,
+    box: list | None = None,
+) -> list[Path]:
+    """The answer to one prompt: `<stem>_mask.png` (mask `chosen`, 0/255), `<stem>_overlay.png` (it with
+    the prompt drawn) and `<stem>.json` (the image `source`, its size, `model`, the prompt, `chosen`,
+    every mask's predicted IoU and area), written atomically into `out`.
+
+    Args:
+        masks: `bool [C, H, W]` the prompt's masks, original image frame; iou_scores: `float [C]`.
+        points: (x, y) pixels with `labels` (1 foreground, 0 background); box: XYXY pixels.
+    """
+    from PIL import Image
+
+    from samtasks.utils.files import save_image, write_text
+    from samtasks.utils.viz import draw_overlay
+
+    out = Path(out)
+    mask = masks[chosen]
+    paths = [out / f"{stem}_mask.png", out / f"{stem}_overlay.png", out / f"{stem}.json"]
+    save_image(Image.fromarray(mask.astype(np.uint8) * 255), paths[0])
+    overlay = draw_overlay(
+        image,
+        mask[None],
+        boxes=np.asarray([box]) if box else None,
+        points=np.asarray(points) if points else None,
+        point_labels=np.asarray(labels),
+    )
+    save_image(overlay, paths[1])
+    record = {
+        "image": source,
+        "size": list(image.shape[:2]),
+        "model": model,
+        "prompt": {"points": points, "labels": labels, "box": box},
+        "chosen": chosen,
+        "masks": [
+            {"index": i, "predicted_iou": float(iou_scores[i]), "area": int(masks[i].sum())} for i in range(len(masks))
+        ],
+    }
+    write_text(paths[2], json.dumps(record, indent=2))
+    return paths

@@ -1,4 +1,4 @@
-"""Reading images into the one format the predictor takes: `uint8 [H, W, 3]` RGB."""
+"""Reading images into the one format the predictor takes, `uint8 [H, W, 3]` RGB; writing edge maps."""
 
 from __future__ import annotations
 
@@ -109,6 +109,29 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(h, w) after scaling the long side to `long_side`, rounded half up as SAM does."""
     scale = long_side / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+EDGE_QUANTIZE = ("round", "floor")  # `save_edge_map`'s rules from [0, 1] to 8 bits
+
+
+def save_edge_map(path: str | Path, edges: np.ndarray, *, quantize: str = "round") -> Path:
+    """Writes `float [H, W]` in [0, 1] as an 8-bit grayscale PNG, the format the BSDS benchmark reads:
+    `round(255 * e)`, or with `quantize="floor"` the re-implementation's `uint8(255 * e)` (truncation,
+    in float32 as it computes)."""
+    if quantize not in EDGE_QUANTIZE:
+        raise ValueError(f"quantize must be one of {', '.join(EDGE_QUANTIZE)}, got {quantize!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(edges, np.float64)
+    if array.ndim != 2 or not np.isfinite(array).all():
+        raise ValueError(f"an edge map must be a finite [H, W] array, got shape {array.shape}")
+    array = np.clip(array, 0, 1)
+    if quantize == "round":
+        levels = np.round(array * 255)
+    else:
+        levels = np.floor(array.astype(np.float32) * np.float32(255))
+    Image.fromarray(levels.astype(np.uint8)).save(path)
+    return path
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -34,6 +34,14 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
+def mask_iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """IoU of two `bool [H, W]` masks, pixels in `ignore` left out; 1.0 when both are empty."""
+    if ignore is not None:
+        pred, gt = pred & ~ignore, gt & ~ignore
+    union = np.count_nonzero(pred | gt)
+    return float(np.count_nonzero(pred & gt) / union) if union else 1.0
+
+
 def xyxy_to_xywh(box) -> list[float]:
     """`[x0, y0, x1, y1]` -> COCO `[x, y, w, h]` (plain floats, JSON-ready)."""
     x0, y0, x1, y1 = (float(v) for v in box)

@@ -1,5 +1,6 @@
-"""Type checks for settings dataclasses, so that a value given as text or YAML (`--set
-points_per_side=2.5`) is an error naming the field instead of a failure deep inside a run."""
+"""What every adapter's frozen `<Task>Settings` shares: type and range checks, so that a value given
+as text or YAML (`--set points_per_side=2.5`) is an error naming the field instead of a failure deep
+inside a run, and `preset_with_overrides`, on which every `from_preset` is built."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def check_field_types(settings: Any) -> None:
@@ -54,3 +58,26 @@ def check_range(name: str, value: float | None, low: float, high: float, *, open
     if not ok:
         bracket = "(" if open_low else "["
         raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+
+
+def preset_with_overrides(presets: Mapping[str, T], name: str, overrides: Mapping[str, Any]) -> T:
+    """`presets[name]` (a frozen settings dataclass) with `overrides` replacing its fields; a mapping
+    given for a `dict` field (an adapter's `amg` knobs) is merged into the preset's.
+
+    Raises:
+        ValueError: an unknown preset name or field (the message names it and the known ones), or a
+            value the settings reject.
+    """
+    kind = type(next(iter(presets.values()))).__name__
+    if name not in presets:
+        raise ValueError(f"unknown {kind} preset {name!r}; choose one of {', '.join(presets)}")
+    base = presets[name]
+    fields = [f.name for f in dataclasses.fields(base)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {kind} field(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+    merged = dict(overrides)
+    for key, value in overrides.items():
+        if isinstance(getattr(base, key), dict) and isinstance(value, dict):
+            merged[key] = {**getattr(base, key), **value}
+    return dataclasses.replace(base, **merged)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from samtasks.structures import Detections
+from samtasks.utils.device import resolve_device
 
 
 class TorchvisionDetector:
@@ -20,6 +21,7 @@ class TorchvisionDetector:
             state-dict file, or "none" (random weights, for tests). Class names come from the
             default weights' metadata.
         conf, classes, max_det: minimum score, class ids to keep, most boxes kept.
+        device: "cpu", "cuda:0", "mps", ... or None for the best available (`resolve_device`).
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class TorchvisionDetector:
         conf: float = 0.25,
         classes: Sequence[int] | None = None,
         max_det: int = 300,
-        device: str | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         import torchvision
 
@@ -53,7 +55,7 @@ class TorchvisionDetector:
                 net = torchvision.models.get_model(model, weights=chosen)
             except (OSError, RuntimeError) as err:
                 raise ValueError(f"cannot fetch {model} weights {chosen.url}: {err}") from err
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = net.eval().to(self.device)
         self.conf, self.classes, self.max_det = conf, set(classes) if classes else None, max_det
 

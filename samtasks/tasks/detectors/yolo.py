@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from samtasks.structures import Detections
+from samtasks.utils.device import resolve_device
 from samtasks.utils.optional import import_optional
 
 
@@ -19,7 +21,7 @@ class YoloDetector:
             (`yolov8n.yaml`: random weights, for tests).
         conf: minimum confidence; iou: the detector's own NMS IoU; classes: keep only these class
             ids; max_det: at most this many boxes.
-        device: passed to ultralytics ("cpu", "cuda:0"); None lets it choose.
+        device: "cpu", "cuda:0", "mps", ... or None for the best available (`resolve_device`).
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class YoloDetector:
         iou: float = 0.7,
         classes: Sequence[int] | None = None,
         max_det: int = 300,
-        device: str | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         ultralytics = import_optional("ultralytics", "yolo", "the YOLO detector")
         try:
@@ -43,7 +45,7 @@ class YoloDetector:
             ) from err
         self.weights = weights
         self.knobs = {"conf": conf, "iou": iou, "classes": list(classes) if classes else None, "max_det": max_det}
-        self.device = device
+        self.device = resolve_device(device)
 
     def __call__(self, image: np.ndarray, image_id=None) -> Detections:
         bgr = np.ascontiguousarray(image[..., ::-1])  # ultralytics reads numpy arrays as BGR (OpenCV order)
