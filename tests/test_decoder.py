@@ -136,10 +136,13 @@ def test_low_rank_tokens_match_their_dense_form():
         image = image.plus(extra_left, extra_right).layer_norm(norm)
         dense = norm(dense + extra_left.transpose(1, 2) @ extra_right)
         torch.testing.assert_close(image.dense(), dense, atol=1e-5, rtol=0)
-        rows, pe = torch.randn(3, 6, 32, generator=gen), torch.randn(50, 32, generator=gen)
-        torch.testing.assert_close(image.dot(rows, pe), rows @ (dense + pe).transpose(1, 2), atol=1e-4, rtol=0)
-        weights = torch.randn(3, 6, 50, generator=gen).softmax(-1)
-        torch.testing.assert_close(image.pool(weights), weights @ dense, atol=1e-5, rtol=0)
+        # Two heads of 16 channels: per-head products and pooling.
+        rows, pe = torch.randn(3, 2, 6, 16, generator=gen), torch.randn(50, 32, generator=gen)
+        by_head = (dense + pe).view(3, 50, 2, 16).permute(0, 2, 3, 1)  # [P, heads, d, N]
+        torch.testing.assert_close(image.head_logits(rows, pe), rows @ by_head, atol=1e-4, rtol=0)
+        weights = torch.randn(3, 2, 6, 50, generator=gen).softmax(-1)
+        pooled = (weights @ dense.view(3, 50, 2, 16).transpose(1, 2)).transpose(1, 2)  # [P, T, heads, d]
+        torch.testing.assert_close(image.head_pool(weights), pooled, atol=1e-5, rtol=0)
         weight, bias = torch.randn(32, 16, generator=gen), torch.randn(16, generator=gen)
         projected = image.project(weight)
         torch.testing.assert_close(projected.rows(1, 10, 30, bias), dense[1, 10:30] @ weight + bias, atol=1e-4, rtol=0)

@@ -10,9 +10,10 @@ number of such updates the image tokens of prompt p are exactly
 
 with S `[N, C]` shared by every prompt, a_p `[N]` a per-token scale, U_p `[r, N]` and V_p `[r, C]`
 (r: 56 after one update, then growing by heads x tokens per update and by 1 per LayerNorm).
-Every use of the image tokens in the decoder is a product with a few token-sized rows (attention
-logits and pooling, the first transposed convolution), so it runs as one product with the shared S
-for all prompts plus rank-r products per prompt, and no `[P, N, C]` tensor is ever formed.
+Every use of the image tokens in the decoder is linear in them (the projections of the attentions
+and the first transposed convolution, then per-head products with a few prompt tokens), so S is
+projected once for all prompts, the per-prompt part costs rank-r products, and no `[P, N, C]` tensor
+is ever formed.
 """
 
 from __future__ import annotations
@@ -54,24 +55,43 @@ class LowRankTokens:
             self.shared, self.scale, torch.cat([self.left, left], 1), torch.cat([self.right, right], 1)
         )
 
-    def dot(self, rows: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """`rows [P, m, C]` against every token: `rows_p (Y_p + extra)^T` `[P, m, N]`, where `extra
-        [N, C]` is shared (the positional encoding)."""
-        p, m, c = rows.shape
-        flat = rows.reshape(p * m, c)
-        out = (flat @ self.shared.T).view(p, m, -1)
-        if self.scale is not None:
-            out.mul_(self.scale[:, None, :])
-        if extra is not None:
-            out.view(p * m, -1).addmm_(flat, extra.T)
-        return out.baddbmm_(torch.bmm(rows, self.right.transpose(1, 2)), self.left)
+    def head_logits(self, rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Per-head products of `rows [P, heads, T, d]` with every token of `Y_p + extra`, the tokens
+        being projected ones (`project`, D = heads x d) and `extra [N, D]` shared: `[P, heads, T, N]`.
 
-    def pool(self, weights: torch.Tensor) -> torch.Tensor:
-        """`weights [P, m, N]` summing tokens: `weights_p Y_p` `[P, m, C]`."""
-        p, m, n = weights.shape
-        scaled = weights if self.scale is None else weights * self.scale[:, None, :]
-        out = (scaled.reshape(p * m, n) @ self.shared).view(p, m, -1)
-        return out.baddbmm_(torch.bmm(weights, self.left.transpose(1, 2)), self.right)
+        The shared parts are one batched product per head for all prompts' rows; the rank-r part is
+        `(rows V_p^T) U_p` per prompt.
+        """
+        p, heads, t, d = rows.shape
+        n = self.shared.shape[0]
+        by_head = rows.transpose(0, 1).reshape(heads, p * t, d)
+        shared = torch.bmm(by_head, self.shared.view(n, heads, d).permute(1, 2, 0)).view(heads, p, t, n)
+        extra = torch.bmm(by_head, extra.view(n, heads, d).permute(1, 2, 0)).view(heads, p, t, n)
+        out = rows.new_empty(p, heads, t, n)
+        if self.scale is None:
+            torch.add(extra.transpose(0, 1), shared.transpose(0, 1), out=out)
+        else:
+            torch.addcmul(extra.transpose(0, 1), shared.transpose(0, 1), self.scale[:, None, None, :], out=out)
+        right = self.right.view(p, -1, heads, d).permute(0, 2, 3, 1)  # [P, heads, d, r]
+        low = torch.matmul(rows, right).view(p, heads * t, -1)  # [P, heads * T, r]
+        out.view(p, heads * t, n).baddbmm_(low, self.left)
+        return out
+
+    def head_pool(self, weights: torch.Tensor) -> torch.Tensor:
+        """Per-head sums of the tokens (projected ones, D = heads x d) weighted by `weights [P, heads,
+        T, N]`: `[P, T, heads, d]`."""
+        p, heads, t, n = weights.shape
+        d = self.shared.shape[1] // heads
+        by_head = weights.new_empty(heads, p, t, n)
+        if self.scale is None:
+            by_head.copy_(weights.transpose(0, 1))
+        else:
+            torch.mul(weights.transpose(0, 1), self.scale[None, :, None, :], out=by_head)
+        shared = torch.bmm(by_head.view(heads, p * t, n), self.shared.view(n, heads, d).transpose(0, 1))
+        low = torch.bmm(weights.view(p, heads * t, n), self.left.transpose(1, 2))  # [P, heads * T, r]
+        right = self.right.view(p, -1, heads, d)  # [P, r, heads, d]
+        low = torch.einsum("phtr,prhe->pthe", low.view(p, heads, t, -1), right)
+        return low.add_(shared.view(heads, p, t, d).permute(1, 2, 0, 3))
 
     def layer_norm(self, norm: nn.LayerNorm) -> LowRankTokens:
         """`norm` applied to every token of every prompt, exactly.

@@ -72,10 +72,16 @@ class Attention(nn.Module):
         return self._pooled_output(torch.bmm(weights, v))
 
     def tokens_to_low_rank(self, q: torch.Tensor, image: LowRankTokens, pe: torch.Tensor) -> torch.Tensor:
-        """`tokens_to_image` with keys `image + pe` and values `image`, the image tokens of every prompt
-        in `LowRankTokens` form and `pe [N, C]` shared."""
-        weights = image.dot(self._folded_queries(q), pe).softmax(-1)  # [P, heads * T, N]
-        return self._pooled_output(image.pool(weights))
+        """`forward` for token queries `q [P, T, C]` with keys `image + pe` and values `image`, the
+        image tokens of every prompt in `LowRankTokens` form and `pe [N, C]` shared: their shared
+        part is projected once for all prompts (the key bias is dropped: it is constant along the
+        softmax axis; the value bias is added after pooling: the weights sum to 1)."""
+        scale = (self.q_proj.out_features // self.num_heads) ** -0.5
+        rows = self._heads(self.q_proj(q) * scale)  # [P, heads, T, d]
+        keys = image.project(self.k_proj.weight.T)
+        weights = keys.head_logits(rows, pe @ self.k_proj.weight.T).softmax(-1)  # [P, heads, T, N]
+        pooled = image.project(self.v_proj.weight.T).head_pool(weights)  # [P, T, heads, d]
+        return self.out_proj(pooled.flatten(2) + self.v_proj.bias)
 
     def _folded_queries(self, q: torch.Tensor) -> torch.Tensor:
         """`[P, heads * T, C]`: the scaled query projection folded into the key projection."""
@@ -120,7 +126,10 @@ class Attention(nn.Module):
         offset = (keys.view(p, t, heads, -1) * self.q_proj.bias.view(heads, -1)).sum(-1).transpose(1, 2)
         offset = offset.reshape(p, heads * t, 1)
         if isinstance(x, LowRankTokens):
-            logits = x.dot(folded_k, pe).add_(offset).view(p, heads, t, -1)
+            # The image side's shared part projected once: per-head products with the token keys.
+            rows = keys.view(p, t, heads, -1).transpose(1, 2)  # [P, heads, T, d]
+            queries = x.project(self.q_proj.weight.T)
+            logits = queries.head_logits(rows, pe @ self.q_proj.weight.T).add_(offset.view(p, heads, t, 1))
         elif x.shape[0] == 1:
             # One product for all prompts.
             logits = torch.addmm(offset.flatten(0, 1), folded_k.flatten(0, 1), x[0].T).view(p, heads, t, -1)
@@ -180,29 +189,17 @@ class TwoWayAttentionBlock(nn.Module):
     def forward_low_rank(
         self,
         queries: torch.Tensor,
-        keys: torch.Tensor | LowRankTokens,
+        keys: LowRankTokens,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, LowRankTokens]:
-        """`forward` with the image tokens `[1, N, C]` shared by every prompt or, per prompt, in
-        `LowRankTokens` form; returns them in that form. The attentions must fold (`Attention.folds`)."""
+        """`forward` with every prompt's image tokens in `LowRankTokens` form and `key_pe [N, C]`."""
         queries = self._self_attention(queries, query_pe)
-        q = queries + query_pe
-        if isinstance(keys, LowRankTokens):
-            x = keys
-            update = self.cross_attn_token_to_image.tokens_to_low_rank(q, keys, key_pe[0])
-        else:
-            x = keys + key_pe
-            update = _tokens_to_image(self.cross_attn_token_to_image, q, x, keys)
+        update = self.cross_attn_token_to_image.tokens_to_low_rank(queries + query_pe, keys, key_pe)
         queries = self._token_mlp(queries + update)
-
         attn = self.cross_attn_image_to_token
-        weights, projected = attn.image_to_tokens_update(x, queries + query_pe, queries, key_pe[0])
-        if isinstance(keys, LowRankTokens):
-            keys = keys.plus(weights, projected)
-        else:
-            keys = LowRankTokens.update(keys[0].contiguous(), weights, projected)
-        return queries, keys.layer_norm(self.norm4)
+        weights, projected = attn.image_to_tokens_update(keys, queries + query_pe, queries, key_pe)
+        return queries, keys.plus(weights, projected).layer_norm(self.norm4)
 
     def _self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
         if self.skip_first_layer_pe:
@@ -282,13 +279,15 @@ class TwoWayTransformer(nn.Module):
     ) -> tuple[torch.Tensor, LowRankTokens]:
         """`forward` for an image `[1, C, h, w]` shared by every prompt, the image tokens returned in
         `LowRankTokens` form (see `samtasks.modeling.low_rank`); requires `folds(T)`."""
-        keys = image_embedding.flatten(2).transpose(1, 2)  # [1, hw, C]
-        key_pe = image_pe.flatten(2).transpose(1, 2)  # [1, hw, C]
+        p = point_embedding.shape[0]
+        image = image_embedding[0].flatten(1).T.contiguous()  # [hw, C]
+        key_pe = image_pe[0].flatten(1).T  # [hw, C]
+        empty = image.new_empty(p, 0, image.shape[0]), image.new_empty(p, 0, image.shape[1])
+        keys = LowRankTokens.update(image, *empty)  # rank 0: the image tokens shared by every prompt
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer.forward_low_rank(queries, keys, point_embedding, key_pe)
-        attn = self.final_attn_token_to_image
-        update = attn.tokens_to_low_rank(queries + point_embedding, keys, key_pe[0])
+        update = self.final_attn_token_to_image.tokens_to_low_rank(queries + point_embedding, keys, key_pe)
         return self.norm_final_attn(queries + update), keys
 
     def folds(self, tokens: int) -> bool:
