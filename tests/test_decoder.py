@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from samtasks.modeling import mask_decoder
 from samtasks.modeling.common import LayerNorm2d
+from samtasks.modeling.low_rank import LowRankTokens
 from samtasks.modeling.mask_decoder import MaskDecoder
 from samtasks.modeling.transformer import Attention, TwoWayTransformer
 
@@ -107,3 +109,85 @@ def test_min_iou_skips_only_prompts_the_filter_drops(pair):  # noqa: F811
     torch.testing.assert_close(out.iou_scores, full.iou_scores, atol=0, rtol=0)
     torch.testing.assert_close(out.low_res_logits[kept], full.low_res_logits[kept], atol=1e-6, rtol=0)
     assert torch.isneginf(out.low_res_logits[~kept]).all()
+
+
+def _low_rank(seed: int, prompts: int = 3, tokens: int = 50, channels: int = 32, rank: int = 5) -> LowRankTokens:
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.randn(tokens, channels, generator=gen)
+    left = torch.rand(prompts, rank, tokens, generator=gen)
+    return LowRankTokens.update(shared, left, torch.randn(prompts, rank, channels, generator=gen))
+
+
+def test_low_rank_tokens_match_their_dense_form():
+    """Every operation on `LowRankTokens` equals the same operation on the materialized tokens,
+    through two LayerNorms (whose statistics are carried, not recomputed from dense tokens)."""
+    image = _low_rank(seed=6)
+    dense = image.shared + image.left.transpose(1, 2) @ image.right
+    torch.testing.assert_close(image.dense(), dense, atol=1e-5, rtol=0)
+    gen = torch.Generator().manual_seed(7)
+    norm = _randomized(torch.nn.LayerNorm(32), seed=8)
+    with torch.no_grad():
+        norm.weight.add_(1.0)
+    extra_left, extra_right = torch.rand(3, 4, 50, generator=gen), torch.randn(3, 4, 32, generator=gen)
+    with torch.inference_mode():
+        image = image.layer_norm(norm)
+        dense = norm(dense)
+        torch.testing.assert_close(image.dense(), dense, atol=1e-5, rtol=0)
+        image = image.plus(extra_left, extra_right).layer_norm(norm)
+        dense = norm(dense + extra_left.transpose(1, 2) @ extra_right)
+        torch.testing.assert_close(image.dense(), dense, atol=1e-5, rtol=0)
+        # Two heads of 16 channels: per-head products and pooling.
+        rows, pe = torch.randn(3, 2, 6, 16, generator=gen), torch.randn(50, 32, generator=gen)
+        by_head = (dense + pe).view(3, 50, 2, 16).permute(0, 2, 3, 1)  # [P, heads, d, N]
+        torch.testing.assert_close(image.head_logits(rows, pe), rows @ by_head, atol=1e-4, rtol=0)
+        weights = torch.randn(3, 2, 6, 50, generator=gen).softmax(-1)
+        pooled = (weights @ dense.view(3, 50, 2, 16).transpose(1, 2)).transpose(1, 2)  # [P, T, heads, d]
+        torch.testing.assert_close(image.head_pool(weights), pooled, atol=1e-5, rtol=0)
+        weight, bias = torch.randn(32, 16, generator=gen), torch.randn(16, generator=gen)
+        projected = image.project(weight)
+        torch.testing.assert_close(projected.rows(1, 10, 30, bias), dense[1, 10:30] @ weight + bias, atol=1e-4, rtol=0)
+
+
+def test_transformer_low_rank_matches_forward():
+    """`forward_low_rank` (image tokens carried as shared + rank-r per prompt) equals `forward`."""
+    transformer = _randomized(TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=512), seed=9)
+    for layer in [*transformer.layers, transformer]:
+        for norm in layer.modules():
+            if isinstance(norm, torch.nn.LayerNorm):
+                with torch.no_grad():
+                    norm.weight.add_(1.0)
+    gen = torch.Generator().manual_seed(10)
+    image = torch.randn(1, 256, 12, 10, generator=gen)
+    pe = torch.randn(1, 256, 12, 10, generator=gen)
+    tokens = torch.randn(4, 7, 256, generator=gen)
+    assert transformer.folds(7) and not transformer.folds(16)
+    with torch.inference_mode():
+        queries, keys = transformer(image, pe, tokens)
+        low_queries, low_keys = transformer.forward_low_rank(image, pe, tokens)
+    torch.testing.assert_close(low_queries, queries, atol=1e-4, rtol=0)
+    torch.testing.assert_close(low_keys.dense(), keys.expand(4, -1, -1), atol=1e-4, rtol=0)
+
+
+def test_decoder_low_rank_path_matches_per_prompt_path(monkeypatch):
+    """Shared dense embeddings take the low-rank path (here 2 prompts per pass); the same embeddings
+    copied per prompt take the per-prompt path: same logits and IoU, with and without `min_iou`."""
+    monkeypatch.setattr(mask_decoder, "_LOW_RANK_TOKENS", 2 * 6 * 5)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=64)
+    decoder = _randomized(MaskDecoder(transformer_dim=256, transformer=transformer, iou_head_hidden_dim=32), seed=11)
+    gen = torch.Generator().manual_seed(12)
+    image = torch.randn(1, 256, 6, 5, generator=gen)
+    pe = torch.randn(1, 256, 6, 5, generator=gen)
+    sparse = torch.randn(5, 2, 256, generator=gen)
+    dense = torch.randn(1, 256, 6, 5, generator=gen).expand(5, -1, -1, -1)
+    with torch.inference_mode():
+        for multimask in (True, False):
+            masks, iou = decoder(image, pe, sparse, dense, multimask)
+            ref_masks, ref_iou = decoder(image, pe, sparse, dense.contiguous(), multimask)
+            torch.testing.assert_close(masks, ref_masks, atol=1e-4, rtol=0)
+            torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=0)
+        threshold = float(iou.median())
+        masks, _ = decoder(image, pe, sparse, dense, False, min_iou=threshold)
+        kept = iou[:, 0] > threshold
+        assert 0 < int(kept.sum()) < 5
+        torch.testing.assert_close(masks[kept], ref_masks[kept], atol=1e-4, rtol=0)
+        assert torch.isneginf(masks[~kept]).all()

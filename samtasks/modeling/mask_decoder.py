@@ -9,10 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, LayerNorm2d
+from samtasks.modeling.low_rank import LowRankTokens
 from samtasks.modeling.transformer import TwoWayTransformer
 
 # Image tokens upscaled per step (1 prompt of the official models): keeps the intermediates in cache.
 _UPSCALE_TOKENS = 4096
+# Image tokens of one prompt upscaled per step from `LowRankTokens` (whole rows of the grid).
+_UPSCALE_ROWS_TOKENS = 4096
+# Prompts x image tokens per pass of the low-rank path (32 prompts of the official models): bounds the
+# `[P, r, hw]` factors (r about 114) and their products.
+_LOW_RANK_TOKENS = 32 * 4096
 
 
 class MaskDecoder(nn.Module):
@@ -63,14 +69,52 @@ class MaskDecoder(nn.Module):
         Returns:
             Mask logits `[P, M, 4h, 4w]` and predicted IoU `[P, M]`, M = 3 or 1.
         """
-        p = sparse_prompt_embeddings.shape[0]
-        hs, src = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
-        chosen = range(1, self.num_mask_tokens) if multimask_output else range(0, 1)
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in chosen], dim=1)
-        iou_pred = self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
+        p, t = sparse_prompt_embeddings.shape[:2]
+        dense = dense_prompt_embeddings
+        shared = image_embeddings.shape[0] == 1 and (dense.shape[0] == 1 or dense.stride(0) == 0)
+        # The carried LayerNorm statistics need float32 products (autocast would give bfloat16).
+        exact = not torch.is_autocast_enabled(image_embeddings.device.type)
+        if shared and exact and self.transformer.folds(self.num_mask_tokens + 1 + t):
+            image = image_embeddings + dense[:1]
+            return self._decode_low_rank(image, image_pe, sparse_prompt_embeddings, multimask_output, min_iou)
+        hs, src = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense)
+        hyper_in, iou_pred = self._heads(hs, multimask_output)
         keep = None if min_iou is None else (iou_pred > min_iou).any(1)
         masks = self.upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], keep=keep)
         return masks, iou_pred
+
+    def _heads(self, hs: torch.Tensor, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hypernetwork weights `[P, M, C/8]` and predicted IoU `[P, M]` from the output tokens."""
+        chosen = range(1, self.num_mask_tokens) if multimask_output else range(0, 1)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in chosen], dim=1)
+        return hyper_in, self.iou_prediction_head(hs[:, 0])[:, chosen.start : chosen.stop]
+
+    def _decode_low_rank(
+        self,
+        image: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse: torch.Tensor,
+        multimask_output: bool,
+        min_iou: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` for an image `[1, C, h, w]` (dense embedding added) shared by every prompt: the
+        image tokens carried in `LowRankTokens` form, a bounded number of prompts per pass."""
+        p = sparse.shape[0]
+        h, w = image.shape[-2:]
+        m = self.num_mask_tokens - 1 if multimask_output else 1
+        dtype = torch.promote_types(image.dtype, torch.float32)
+        masks = torch.empty(p, m, 4 * h, 4 * w, dtype=dtype, device=image.device)
+        ious = []
+        step = max(1, _LOW_RANK_TOKENS // (h * w))
+        for s in range(0, p, step):
+            chunk = sparse[s : s + step]
+            tokens = torch.cat([self.output_tokens().expand(len(chunk), -1, -1), chunk], dim=1)
+            hs, keys = self.transformer.forward_low_rank(image, image_pe, tokens)
+            hyper_in, iou_pred = self._heads(hs, multimask_output)
+            keep = None if min_iou is None else (iou_pred > min_iou).any(1)
+            self._upscale_low_rank(keys, hyper_in, (h, w), keep, out=masks[s : s + step])
+            ious.append(iou_pred)
+        return masks, torch.cat(ious)
 
     def output_tokens(self) -> torch.Tensor:
         """`[K, C]` learned output tokens that precede the prompt tokens: IoU, then the 4 mask tokens."""
@@ -162,3 +206,46 @@ class MaskDecoder(nn.Module):
             for i, prompt in enumerate(chunk.tolist()):
                 blocks[prompt] = masks[i].view(m, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
         return out
+
+    def _upscale_low_rank(
+        self,
+        image: LowRankTokens,
+        hyper_in: torch.Tensor,
+        grid: tuple[int, int],
+        keep: torch.Tensor | None,
+        out: torch.Tensor,
+    ) -> None:
+        """`_upscale_and_project` for image tokens in `LowRankTokens` form, into `out [P, M, 4h, 4w]`.
+
+        The first transposed convolution is linear per token, so it applies to the shared tokens
+        once and to each prompt's rank-r part; each prompt's tokens are then materialized a few
+        rows of the grid at a time (sized for cache) through the norm, the second convolution and
+        the hypernetwork product.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        h, w = grid
+        p, m = hyper_in.shape[:2]
+        w1 = up1.weight.permute(0, 2, 3, 1).flatten(1)  # [C, (i, j, C/4)]
+        w2 = up2.weight.permute(0, 2, 3, 1).flatten(1)  # [C/4, (k, l, C/8)]
+        b2 = up2.bias.repeat(4)
+        c1, c2 = up1.out_channels, up2.out_channels
+        if keep is None:
+            prompts = range(p)
+        else:
+            out[~keep] = -torch.inf
+            prompts = keep.nonzero()[:, 0].tolist()
+        blocks = out.view(p, m, h, 2, 2, w, 2, 2)  # [P, M, h, i, k, w, j, l]: row 4r + 2i + k, col 4c + 2j + l
+        upscaled = image.project(w1)  # tokens [N, (i, j, C/4)]
+        b1 = up1.bias.repeat(4)
+        step = max(1, _UPSCALE_ROWS_TOKENS // w)
+        for prompt in prompts:
+            weights = hyper_in[prompt].to(out.dtype)
+            for r0 in range(0, h, step):
+                rows = min(step, h - r0)
+                y = upscaled.rows(prompt, r0 * w, (r0 + rows) * w, b1).view(-1, c1)  # [(n, i, j), C/4]
+                y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
+                z = act2(torch.addmm(b2, y, w2)).view(-1, c2)  # [(n, i, j, k, l), C/8]
+                masks = z.new_empty(m, z.shape[0])
+                for j in range(m):
+                    torch.mv(z, weights[j], out=masks[j])
+                blocks[prompt, :, r0 : r0 + rows] = masks.view(m, rows, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, MLPBlock
+from samtasks.modeling.low_rank import LowRankTokens
 
 
 class Attention(nn.Module):
@@ -67,11 +68,30 @@ class Attention(nn.Module):
         `Wv v + bv` is `Wv` applied to the weighted sum of `v`, plus `bv` (the weights sum to 1).
         Per prompt this is two `[N, C] x [C, heads * T]` products instead of two `[N, C] x [C, C/r]`.
         """
-        p, t, _ = q.shape
+        weights = torch.bmm(self._folded_queries(q), k.transpose(1, 2)).softmax(-1)  # [P, heads * T, N]
+        return self._pooled_output(torch.bmm(weights, v))
+
+    def tokens_to_low_rank(self, q: torch.Tensor, image: LowRankTokens, pe: torch.Tensor) -> torch.Tensor:
+        """`forward` for token queries `q [P, T, C]` with keys `image + pe` and values `image`, the
+        image tokens of every prompt in `LowRankTokens` form and `pe [N, C]` shared: their shared
+        part is projected once for all prompts (the key bias is dropped: it is constant along the
+        softmax axis; the value bias is added after pooling: the weights sum to 1)."""
         scale = (self.q_proj.out_features // self.num_heads) ** -0.5
-        folded_q = self._fold(self.q_proj(q) * scale, self.k_proj)  # [P, heads * T, C]
-        weights = torch.bmm(folded_q, k.transpose(1, 2)).softmax(-1)  # [P, heads * T, N]
-        pooled = torch.bmm(weights, v).view(p, self.num_heads, t, -1)  # [P, heads, T, C]
+        rows = self._heads(self.q_proj(q) * scale)  # [P, heads, T, d]
+        keys = image.project(self.k_proj.weight.T)
+        weights = keys.head_logits(rows, pe @ self.k_proj.weight.T).softmax(-1)  # [P, heads, T, N]
+        pooled = image.project(self.v_proj.weight.T).head_pool(weights)  # [P, T, heads, d]
+        return self.out_proj(pooled.flatten(2) + self.v_proj.bias)
+
+    def _folded_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """`[P, heads * T, C]`: the scaled query projection folded into the key projection."""
+        scale = (self.q_proj.out_features // self.num_heads) ** -0.5
+        return self._fold(self.q_proj(q) * scale, self.k_proj)
+
+    def _pooled_output(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Value and output projections of the attention-weighted image tokens `[P, heads * T, C]`."""
+        p = pooled.shape[0]
+        pooled = pooled.view(p, self.num_heads, -1, pooled.shape[-1])  # [P, heads, T, C]
         w_v = self.v_proj.weight.view(self.num_heads, -1, self.v_proj.in_features)  # [heads, d, C]
         out = torch.einsum("phtc,hec->pthe", pooled, w_v).flatten(2) + self.v_proj.bias  # [P, T, C/r]
         return self.out_proj(out)
@@ -80,14 +100,23 @@ class Attention(nn.Module):
         self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, residual: torch.Tensor
     ) -> torch.Tensor:
         """`residual + forward(x, k, v)` for image queries `x [B, N, C]` (B = 1 or P) over the tokens
-        `k, v [P, T, C]`: `[P, N, C]`.
+        `k, v [P, T, C]`: `[P, N, C]`. See `image_to_tokens_update`."""
+        weights, projected = self.image_to_tokens_update(x, k, v)
+        return torch.baddbmm(residual, weights.transpose(1, 2), projected)
 
-        The image tokens are never projected: a logit is `(Wq x + bq) . k'` = `x . (Wq^T k')` plus
-        `bq . k'` (kept: it varies along the softmax axis); the output projection of the
-        attention-weighted values is one `[N, heads * T] x [heads * T, C]` product with the
-        projected values `Wo v'` of each head and token, whose rows carry `bo / heads` (each head's
-        weights sum to 1). Logits are laid out `[heads, T, N]`, so the softmax over T is vectorized
-        along N.
+    def image_to_tokens_update(
+        self, x: torch.Tensor | LowRankTokens, k: torch.Tensor, v: torch.Tensor, pe: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward(x (+ pe), k, v)` for image queries over the tokens `k, v [P, T, C]` as the product
+        `weights^T projected` of the attention weights `[P, heads * T, N]` and `[P, heads * T, C]`.
+
+        `x` is `[B, N, C]` (B = 1 or P), or every prompt's image tokens in `LowRankTokens` form with
+        `pe [N, C]` added. The image tokens are never projected: a logit is `(Wq x + bq) . k'` =
+        `x . (Wq^T k')` plus `bq . k'` (kept: it varies along the softmax axis); the output
+        projection of the attention-weighted values is one `[N, heads * T] x [heads * T, C]` product
+        with the projected values `Wo v'` of each head and token, whose rows carry `bo / heads` (each
+        head's weights sum to 1). Logits are laid out `[heads, T, N]`, so the softmax over T is
+        vectorized along N.
         """
         p, t, _ = k.shape
         heads = self.num_heads
@@ -96,7 +125,12 @@ class Attention(nn.Module):
         folded_k = self._fold(keys, self.q_proj)  # [P, heads * T, C]
         offset = (keys.view(p, t, heads, -1) * self.q_proj.bias.view(heads, -1)).sum(-1).transpose(1, 2)
         offset = offset.reshape(p, heads * t, 1)
-        if x.shape[0] == 1:
+        if isinstance(x, LowRankTokens):
+            # The image side's shared part projected once: per-head products with the token keys.
+            rows = keys.view(p, t, heads, -1).transpose(1, 2)  # [P, heads, T, d]
+            queries = x.project(self.q_proj.weight.T)
+            logits = queries.head_logits(rows, pe @ self.q_proj.weight.T).add_(offset.view(p, heads, t, 1))
+        elif x.shape[0] == 1:
             # One product for all prompts.
             logits = torch.addmm(offset.flatten(0, 1), folded_k.flatten(0, 1), x[0].T).view(p, heads, t, -1)
         else:
@@ -105,7 +139,7 @@ class Attention(nn.Module):
         values = self.v_proj(v).view(p, t, heads, -1)
         w_o = self.out_proj.weight.view(self.out_proj.out_features, heads, -1)  # [C, heads, d]
         projected = torch.einsum("pthe,che->phtc", values, w_o) + self.out_proj.bias / heads  # [P, heads, T, C]
-        return torch.baddbmm(residual, weights.transpose(1, 2), projected.flatten(1, 2))
+        return weights, projected.flatten(1, 2)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -139,18 +173,9 @@ class TwoWayAttentionBlock(nn.Module):
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.skip_first_layer_pe:
-            # The first layer's queries are the prompt embeddings themselves, which already
-            # carry their positional encoding.
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
-
+        queries = self._self_attention(queries, query_pe)
         q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + _tokens_to_image(self.cross_attn_token_to_image, q, k, keys))
-        queries = self.norm3(queries + self.mlp(queries))
+        queries = self._token_mlp(queries + _tokens_to_image(self.cross_attn_token_to_image, q, k, keys))
 
         q = queries + query_pe
         attn = self.cross_attn_image_to_token
@@ -160,6 +185,36 @@ class TwoWayAttentionBlock(nn.Module):
             keys = keys + attn(k, q, queries)
         keys = self.norm4(keys)
         return queries, keys
+
+    def forward_low_rank(
+        self,
+        queries: torch.Tensor,
+        keys: LowRankTokens,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, LowRankTokens]:
+        """`forward` with every prompt's image tokens in `LowRankTokens` form and `key_pe [N, C]`."""
+        queries = self._self_attention(queries, query_pe)
+        update = self.cross_attn_token_to_image.tokens_to_low_rank(queries + query_pe, keys, key_pe)
+        queries = self._token_mlp(queries + update)
+        attn = self.cross_attn_image_to_token
+        weights, projected = attn.image_to_tokens_update(keys, queries + query_pe, queries, key_pe)
+        return queries, keys.plus(weights, projected).layer_norm(self.norm4)
+
+    def _self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        if self.skip_first_layer_pe:
+            # The first layer's queries are the prompt embeddings themselves, which already
+            # carry their positional encoding.
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        return self.norm1(queries)
+
+    def _token_mlp(self, queries: torch.Tensor) -> torch.Tensor:
+        """norm2 of the tokens after their attention to the image, then the MLP and norm3."""
+        queries = self.norm2(queries)
+        return self.norm3(queries + self.mlp(queries))
 
 
 class TwoWayTransformer(nn.Module):
@@ -218,6 +273,26 @@ class TwoWayTransformer(nn.Module):
         q, k = queries + point_embedding, keys + key_pe
         queries = self.norm_final_attn(queries + _tokens_to_image(self.final_attn_token_to_image, q, k, keys))
         return queries, keys
+
+    def forward_low_rank(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, LowRankTokens]:
+        """`forward` for an image `[1, C, h, w]` shared by every prompt, the image tokens returned in
+        `LowRankTokens` form (see `samtasks.modeling.low_rank`); requires `folds(T)`."""
+        p = point_embedding.shape[0]
+        image = image_embedding[0].flatten(1).T.contiguous()  # [hw, C]
+        key_pe = image_pe[0].flatten(1).T  # [hw, C]
+        empty = image.new_empty(p, 0, image.shape[0]), image.new_empty(p, 0, image.shape[1])
+        keys = LowRankTokens.update(image, *empty)  # rank 0: the image tokens shared by every prompt
+        queries = point_embedding
+        for layer in self.layers:
+            queries, keys = layer.forward_low_rank(queries, keys, point_embedding, key_pe)
+        update = self.final_attn_token_to_image.tokens_to_low_rank(queries + point_embedding, keys, key_pe)
+        return self.norm_final_attn(queries + update), keys
+
+    def folds(self, tokens: int) -> bool:
+        """Whether every attention between `tokens` prompt tokens and the image folds."""
+        return len(self.layers) > 0 and self.final_attn_token_to_image.folds(tokens)
 
 
 def _tokens_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,135 @@
+"""Per-prompt image tokens carried as the shared image tokens plus a small per-prompt part.
+
+In the mask decoder every prompt starts from the same image tokens. Its first image->token
+attention adds, per prompt, the attention-weighted values of a few prompt tokens: a matrix of rank
+at most heads x tokens (SAM: 8 x 7 = 56 of 256 channels). A LayerNorm then scales each token's
+row by its own statistics and each channel by a shared weight, and adds a shared bias. So after any
+number of such updates the image tokens of prompt p are exactly
+
+    Y_p = diag(a_p) S + U_p^T V_p        [N, C]
+
+with S `[N, C]` shared by every prompt, a_p `[N]` a per-token scale, U_p `[r, N]` and V_p `[r, C]`
+(r: 56 after one update, then growing by heads x tokens per update and by 1 per LayerNorm).
+Every use of the image tokens in the decoder is linear in them (the projections of the attentions
+and the first transposed convolution, then per-head products with a few prompt tokens), so S is
+projected once for all prompts, the per-prompt part costs rank-r products, and no `[P, N, C]` tensor
+is ever formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LowRankTokens:
+    """Image tokens `Y_p = diag(scale_p) shared + left_p^T right_p` of P prompts.
+
+    Attributes:
+        shared: `[N, C]`, the same for every prompt.
+        scale: `[P, N]` per-token scale of `shared`, or None for all ones.
+        left: `[P, r, N]`.
+        right: `[P, r, C]`.
+    """
+
+    shared: torch.Tensor
+    scale: torch.Tensor | None
+    left: torch.Tensor
+    right: torch.Tensor
+
+    @classmethod
+    def update(cls, image: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> LowRankTokens:
+        """`image [N, C]` shared, plus `left^T right` per prompt (`[P, r, N]`, `[P, r, C]`)."""
+        return cls(image, None, left, right)
+
+    @property
+    def num_prompts(self) -> int:
+        return self.left.shape[0]
+
+    def plus(self, left: torch.Tensor, right: torch.Tensor) -> LowRankTokens:
+        """`Y_p + left_p^T right_p`: the rank grows by `left.shape[1]`."""
+        return LowRankTokens(
+            self.shared, self.scale, torch.cat([self.left, left], 1), torch.cat([self.right, right], 1)
+        )
+
+    def head_logits(self, rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Per-head products of `rows [P, heads, T, d]` with every token of `Y_p + extra`, the tokens
+        being projected ones (`project`, D = heads x d) and `extra [N, D]` shared: `[P, heads, T, N]`.
+
+        The shared parts are one batched product per head for all prompts' rows; the rank-r part is
+        `(rows V_p^T) U_p` per prompt.
+        """
+        p, heads, t, d = rows.shape
+        n = self.shared.shape[0]
+        by_head = rows.transpose(0, 1).reshape(heads, p * t, d)
+        shared = torch.bmm(by_head, self.shared.view(n, heads, d).permute(1, 2, 0)).view(heads, p, t, n)
+        extra = torch.bmm(by_head, extra.view(n, heads, d).permute(1, 2, 0)).view(heads, p, t, n)
+        out = rows.new_empty(p, heads, t, n)
+        if self.scale is None:
+            torch.add(extra.transpose(0, 1), shared.transpose(0, 1), out=out)
+        else:
+            torch.addcmul(extra.transpose(0, 1), shared.transpose(0, 1), self.scale[:, None, None, :], out=out)
+        right = self.right.view(p, -1, heads, d).permute(0, 2, 3, 1)  # [P, heads, d, r]
+        low = torch.matmul(rows, right).view(p, heads * t, -1)  # [P, heads * T, r]
+        out.view(p, heads * t, n).baddbmm_(low, self.left)
+        return out
+
+    def head_pool(self, weights: torch.Tensor) -> torch.Tensor:
+        """Per-head sums of the tokens (projected ones, D = heads x d) weighted by `weights [P, heads,
+        T, N]`: `[P, T, heads, d]`."""
+        p, heads, t, n = weights.shape
+        d = self.shared.shape[1] // heads
+        by_head = weights.new_empty(heads, p, t, n)
+        if self.scale is None:
+            by_head.copy_(weights.transpose(0, 1))
+        else:
+            torch.mul(weights.transpose(0, 1), self.scale[None, :, None, :], out=by_head)
+        shared = torch.bmm(by_head.view(heads, p * t, n), self.shared.view(n, heads, d).transpose(0, 1))
+        low = torch.bmm(weights.view(p, heads * t, n), self.left.transpose(1, 2))  # [P, heads * T, r]
+        right = self.right.view(p, -1, heads, d)  # [P, r, heads, d]
+        low = torch.einsum("phtr,prhe->pthe", low.view(p, heads, t, -1), right)
+        return low.add_(shared.view(heads, p, t, d).permute(1, 2, 0, 3))
+
+    def layer_norm(self, norm: nn.LayerNorm) -> LowRankTokens:
+        """`norm` applied to every token of every prompt, exactly.
+
+        Centring: a row's mean is `a mean(S_n) + U_n mean(V)`, so the centred rows are
+        `diag(a) S0 + U^T V0` with `S0 = S - mean(S)` (shared) and `V0 = V - mean(V)`. Their squared
+        norms are `a^2 |S0_n|^2 + 2 a U_n . (V0 S0_n) + U_n^T (V0 V0^T) U_n`: one product of the shared
+        S0 with every prompt's V0 and `[r, r]` Gram products. The result scales rows by
+        `s = 1 / sqrt(var + eps)` and channels by the weight, and adds the bias as one more rank.
+        """
+        p, r, n = self.left.shape
+        c = self.shared.shape[1]
+        shared = self.shared - self.shared.mean(1, keepdim=True)
+        right = self.right - self.right.mean(2, keepdim=True)
+        scale = torch.ones(p, n, dtype=shared.dtype, device=shared.device) if self.scale is None else self.scale
+        cross = (right.reshape(p * r, c) @ shared.T).view(p, r, n)  # [P, r, N]: V0 S0^T
+        inner = cross.mul_(2 * scale[:, None, :]).baddbmm_(right @ right.transpose(1, 2), self.left)
+        squares = inner.mul_(self.left).sum(1) + scale.square() * shared.square().sum(1)  # [P, N]
+        inv_std = torch.rsqrt(squares / c + norm.eps)
+        weight = norm.weight
+        left = self.left.new_empty(p, r + 1, n)
+        torch.mul(self.left, inv_std[:, None, :], out=left[:, :r])
+        left[:, r] = 1
+        right = torch.cat([right * weight, norm.bias.expand(p, 1, c)], 1)
+        return LowRankTokens(shared * weight, scale * inv_std, left, right)
+
+    def project(self, weight: torch.Tensor) -> LowRankTokens:
+        """Every token times `weight [C, D]`."""
+        return LowRankTokens(self.shared @ weight, self.scale, self.left, self.right @ weight)
+
+    def rows(self, prompt: int, start: int, stop: int, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens `start:stop` of one prompt plus `offset [C]` if given, materialized: `[stop - start, C]`."""
+        left, right = self.left[prompt, :, start:stop].T, self.right[prompt]
+        out = torch.mm(left, right) if offset is None else torch.addmm(offset, left, right)
+        if self.scale is None:
+            return out.add_(self.shared[start:stop])
+        return out.addcmul_(self.shared[start:stop], self.scale[prompt, start:stop, None])
+
+    def dense(self) -> torch.Tensor:
+        """All tokens `[P, N, C]` (tests and the paths that need them materialized)."""
+        return torch.stack([self.rows(i, 0, self.left.shape[2]) for i in range(self.num_prompts)])
