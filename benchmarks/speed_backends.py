@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from speed_amg import matched
-from speed_core import best_of, load_image
+from speed_core import interleaved, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,8 +174,8 @@ def worker(args: argparse.Namespace) -> None:
         def amg():
             return generator.generate(image).rles
 
-    result = {"encoder_s": best_of(encode, device, args.repeats)}
-    result["decode_64_points_s"] = best_of(lambda: decode()[0], device, args.repeats)
+    times = interleaved({"encoder_s": encode, "decode_64_points_s": lambda: decode()[0]}, device, args.repeats)
+    result = dict(times)
     _, iou, low = decode()
     start = time.perf_counter()
     rles = amg()
