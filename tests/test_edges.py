@@ -132,7 +132,7 @@ def test_bands_of_rows_give_the_same_map(predictor, settings, monkeypatch):
     """Large photos are filtered one mask and a band of rows at a time (the NMS too); same map."""
     image = random_image(np.random.default_rng(2), 300, 70)
     whole = E.EdgeDetector(predictor, settings).detect(image)
-    monkeypatch.setattr(E, "CHUNK_PIXELS", 70 * 40)  # bands of 40 rows, NMS bands of 4 x its halo
+    monkeypatch.setattr(E, "CHUNK_PIXELS", 70 * 40)  # Sobel bands of 5 rows, NMS bands of 4 x its halo
     banded = E.EdgeDetector(predictor, settings).detect(image)
     assert whole.num_masks > 1 and whole.edges.max() > 0
     np.testing.assert_array_equal(banded.edges, whole.edges)

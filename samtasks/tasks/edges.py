@@ -23,6 +23,7 @@ from samtasks.structures import EdgeMap, GeneratedMasks
 from samtasks.tasks.amg import CHUNK_PIXELS, AmgSettings, AutomaticMaskGenerator
 from samtasks.tasks.amg import PRESETS as AMG_PRESETS
 from samtasks.utils.image import EDGE_QUANTIZE
+from samtasks.utils.memory import release_freed_memory
 from samtasks.utils.settings import check_field_types, preset_with_overrides
 from samtasks.utils.thinning import thin
 
@@ -141,6 +142,7 @@ class EdgeDetector:
     def detect(self, image) -> EdgeMap:
         """`image`: RGB `uint8 [H, W, 3]`, a PIL image or a path. Returns the edge map at image size."""
         masks = self.generator.generate(image)  # leaves the image set on the predictor
+        release_freed_memory()  # the decoder's freed batches, before the full-size maps need memory
         h, w = masks.image_size
         s = self.settings
         if len(masks) == 0:
@@ -149,7 +151,7 @@ class EdgeDetector:
         # Chunks of masks, and on large photos bands of rows with a 2-row halo (the 3x3 Sobel and
         # dilation see one row each way), keep the float temporaries within `CHUNK_PIXELS`.
         chunk = max(1, min(s.mask_chunk, CHUNK_PIXELS // (h * w)))
-        rows = max(1, CHUNK_PIXELS // (chunk * w))
+        rows = max(1, CHUNK_PIXELS // 8 // (chunk * w))  # mask_edges makes about 8 float temporaries
         for start in range(0, len(masks), chunk):
             full = self._full_logits(masks, slice(start, start + chunk))  # [B, H, W]
             for top in range(0, h, rows):
@@ -243,7 +245,7 @@ def suppress(edges: np.ndarray, settings: EdgeSettings) -> np.ndarray:
     # Context a band needs: the smoothing, the orientation's smoothing (4) and two gradients, the
     # interpolated neighbours, and twice the border fade (so a band fades only rows it discards).
     halo = math.ceil(settings.smooth_radius) + 7 + settings.edge_nms_radius + 2 * settings.edge_nms_border
-    rows = max(4 * halo, CHUNK_PIXELS // 16 // w)  # ~20 float64 temporaries per band
+    rows = max(4 * halo, CHUNK_PIXELS // 40 // w)  # ~20 float64 temporaries per band: 4 x CHUNK_PIXELS bytes
     if settings.suppression == "nms" and h > rows + 2 * halo:
         out = np.empty_like(edges, dtype=np.float64)
         for top in range(0, h, rows):
