@@ -24,6 +24,19 @@ from .synthetic import write_dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def raise_at_third(bench, error: type[BaseException]) -> None:
+    """Makes `bench.process` raise `error` on its third image."""
+    process, calls = bench.process, []
+
+    def failing(sample):
+        calls.append(sample.image_id)
+        if len(calls) == 3:
+            raise error
+        return process(sample)
+
+    bench.process = failing
+
+
 def test_config_defaults_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  name: vit_b\ntask:\n  amg:\n    points_per_side: 16\n")
@@ -116,15 +129,7 @@ def test_resume_after_crash_gives_the_same_results(bench_setup):
     assert whole["images"] == 5 and whole["metrics"]["AR@100"] >= 0 and whole["metrics"]["proposals_per_image"] > 0
 
     crashing = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
-    process, calls = crashing.process, []
-
-    def process_then_crash(sample):
-        calls.append(sample.image_id)
-        if len(calls) == 3:
-            raise _Crash
-        return process(sample)
-
-    crashing.process = process_then_crash
+    raise_at_third(crashing, _Crash)
     with pytest.raises(_Crash):
         run_benchmark(crashing, tmp / "b", progress=False)
     records = tmp / "b" / "records" / "rank0.jsonl"
@@ -176,15 +181,7 @@ def test_results_name_the_device_the_model_is_on(bench_setup, monkeypatch):
 def test_ctrl_c_stops_a_bench_in_one_line_and_it_resumes(bench_setup):
     tmp, config = bench_setup
     bench = ProposalsBenchmark("lvis-proposals", config, tmp / "data")
-    process, calls = bench.process, []
-
-    def interrupted_at_third(sample):
-        calls.append(sample.image_id)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return process(sample)
-
-    bench.process = interrupted_at_third
+    raise_at_third(bench, KeyboardInterrupt)
     with pytest.raises(RunInterrupted, match="interrupted after 2 of 5 images; .* the same command resumes"):
         run_benchmark(bench, tmp / "out", progress=False)
     assert (
