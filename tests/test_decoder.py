@@ -8,8 +8,9 @@ import torch
 
 from samtasks.modeling import mask_decoder
 from samtasks.modeling.common import LayerNorm2d
-from samtasks.modeling.low_rank import LowRankTokens
+from samtasks.modeling.low_rank import DenseFactors, LowRankTokens
 from samtasks.modeling.mask_decoder import MaskDecoder
+from samtasks.modeling.prompt_encoder import PromptEncoder
 from samtasks.modeling.transformer import Attention, TwoWayTransformer
 
 from .test_equivalence import TOL, _official, pair  # noqa: F401 (pair is a fixture)
@@ -191,3 +192,29 @@ def test_decoder_low_rank_path_matches_per_prompt_path(monkeypatch):
         assert 0 < int(kept.sum()) < 5
         torch.testing.assert_close(masks[kept], ref_masks[kept], atol=1e-4, rtol=0)
         assert torch.isneginf(masks[~kept]).all()
+
+
+def test_decoder_mask_factors_match_their_dense_embedding(monkeypatch):
+    """A mask input's embedding as `DenseFactors` (rank 16 per prompt from the first layer on, 2
+    prompts per pass) gives the logits and IoU of the materialized embedding on the per-prompt path."""
+    monkeypatch.setattr(mask_decoder, "_LOW_RANK_TOKENS", 2 * 6 * 5)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=64)
+    decoder = _randomized(MaskDecoder(transformer_dim=256, transformer=transformer, iou_head_hidden_dim=32), seed=13)
+    encoder = _randomized(
+        PromptEncoder(embed_dim=256, image_embedding_size=(6, 5), input_image_size=(24, 20), mask_in_chans=16), seed=14
+    )
+    gen = torch.Generator().manual_seed(15)
+    image = torch.randn(1, 256, 6, 5, generator=gen)
+    boxes = torch.tensor([[1.0, 2.0, 15.0, 20.0], [4.0, 0.0, 9.0, 9.0], [0.0, 0.0, 20.0, 24.0]])
+    logits = torch.randn(3, 1, 24, 20, generator=gen) * 4
+    with torch.inference_mode():
+        sparse, factors = encoder(None, boxes, logits, factored=True)
+        _, dense = encoder(None, boxes, logits)
+        assert isinstance(factors, DenseFactors) and factors.coefficients.shape == (3, 16, 6, 5)
+        torch.testing.assert_close(factors.dense(), dense, atol=0, rtol=0)
+        pe = encoder.get_dense_pe()
+        for multimask in (True, False):
+            masks, iou = decoder(image, pe, sparse, factors, multimask)
+            ref_masks, ref_iou = decoder(image, pe, sparse, dense, multimask)
+            torch.testing.assert_close(masks, ref_masks, atol=1e-4, rtol=0)
+            torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=0)

@@ -60,9 +60,9 @@ def test_point_frame_matches_mask_frame(tiny_checkpoint):
     seen = {}
     original = model.prompt_encoder.forward
 
-    def spy(points, boxes, masks):
+    def spy(points, boxes, masks, **kwargs):
         seen["points"], seen["boxes"] = points, boxes
-        return original(points, boxes, masks)
+        return original(points, boxes, masks, **kwargs)
 
     model.prompt_encoder.forward = spy
     try:

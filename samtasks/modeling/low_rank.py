@@ -21,7 +21,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True)
+class DenseFactors:
+    """Dense prompt embeddings `[P, C, h, w]` kept as their last 1x1 convolution's input and weights.
+
+    SAM's mask input ends in a 1x1 convolution from k = 16 channels to C = 256, so every prompt's
+    image tokens start as the shared image tokens (plus `bias`) and a rank-k part per prompt:
+    coefficients `[P, k, N]` on the shared basis `weight^T [k, C]` (`LowRankTokens` form).
+
+    Attributes:
+        coefficients: `[P, k, h, w]`.
+        weight: `[C, k]`.
+        bias: `[C]`.
+    """
+
+    coefficients: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        """`[P, C, h, w]`: the convolution itself (the same values the prompt encoder would give)."""
+        return F.conv2d(self.coefficients, self.weight[:, :, None, None], self.bias)
 
 
 @dataclass(frozen=True)

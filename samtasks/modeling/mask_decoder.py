@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, LayerNorm2d
-from samtasks.modeling.low_rank import LowRankTokens
+from samtasks.modeling.low_rank import DenseFactors, LowRankTokens
 from samtasks.modeling.transformer import TwoWayTransformer
 
 # Image tokens upscaled per step (1 prompt of the official models): keeps the intermediates in cache.
@@ -28,6 +28,8 @@ class MaskDecoder(nn.Module):
     """
 
     num_mask_tokens = 4
+    # Whether `forward` accepts a mask input's embedding as `DenseFactors` (see `Sam.embed_prompts`).
+    takes_dense_factors = True
 
     def __init__(self, *, transformer_dim: int, transformer: TwoWayTransformer, iou_head_hidden_dim: int) -> None:
         super().__init__()
@@ -51,7 +53,7 @@ class MaskDecoder(nn.Module):
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | DenseFactors,
         multimask_output: bool,
         min_iou: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +63,8 @@ class MaskDecoder(nn.Module):
             image_embeddings: `[1 or P, C, h, w]`.
             image_pe: `[1, C, h, w]`.
             sparse_prompt_embeddings: `[P, T, C]`.
-            dense_prompt_embeddings: `[P, C, h, w]` (an expanded view when there is no mask input).
+            dense_prompt_embeddings: `[P, C, h, w]` (an expanded view when there is no mask input),
+                or a mask input's `DenseFactors`.
             multimask_output: return tokens 1..3 instead of token 0.
             min_iou: a prompt whose every predicted IoU is at most this gets no mask logits (-inf):
                 the upscaling, most of a prompt's work, is skipped for it.
@@ -71,10 +74,20 @@ class MaskDecoder(nn.Module):
         """
         p, t = sparse_prompt_embeddings.shape[:2]
         dense = dense_prompt_embeddings
-        shared = image_embeddings.shape[0] == 1 and (dense.shape[0] == 1 or dense.stride(0) == 0)
         # The carried LayerNorm statistics need float32 products (autocast would give bfloat16).
-        exact = not torch.is_autocast_enabled(image_embeddings.device.type)
-        if shared and exact and self.transformer.folds(self.num_mask_tokens + 1 + t):
+        low_rank = (
+            image_embeddings.shape[0] == 1
+            and not torch.is_autocast_enabled(image_embeddings.device.type)
+            and self.transformer.folds(self.num_mask_tokens + 1 + t)
+        )
+        if isinstance(dense, DenseFactors):
+            if low_rank:
+                image = image_embeddings + dense.bias.view(1, -1, 1, 1)
+                return self._decode_low_rank(
+                    image, image_pe, sparse_prompt_embeddings, multimask_output, min_iou, dense
+                )
+            dense = dense.dense()
+        if low_rank and (dense.shape[0] == 1 or dense.stride(0) == 0):
             image = image_embeddings + dense[:1]
             return self._decode_low_rank(image, image_pe, sparse_prompt_embeddings, multimask_output, min_iou)
         hs, src = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense)
@@ -96,9 +109,11 @@ class MaskDecoder(nn.Module):
         sparse: torch.Tensor,
         multimask_output: bool,
         min_iou: float | None,
+        mask_inputs: DenseFactors | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward` for an image `[1, C, h, w]` (dense embedding added) shared by every prompt: the
-        image tokens carried in `LowRankTokens` form, a bounded number of prompts per pass."""
+        """`forward` for an image `[1, C, h, w]` (dense embedding added) shared by every prompt, and
+        each prompt's mask embedding `mask_inputs` if given (its bias added to `image`): the image tokens
+        carried in `LowRankTokens` form, a bounded number of prompts per pass."""
         p = sparse.shape[0]
         h, w = image.shape[-2:]
         m = self.num_mask_tokens - 1 if multimask_output else 1
@@ -109,7 +124,10 @@ class MaskDecoder(nn.Module):
         for s in range(0, p, step):
             chunk = sparse[s : s + step]
             tokens = torch.cat([self.output_tokens().expand(len(chunk), -1, -1), chunk], dim=1)
-            hs, keys = self.transformer.forward_low_rank(image, image_pe, tokens)
+            start = None
+            if mask_inputs is not None:
+                start = mask_inputs.coefficients[s : s + step].flatten(2), mask_inputs.weight.T
+            hs, keys = self.transformer.forward_low_rank(image, image_pe, tokens, start)
             hyper_in, iou_pred = self._heads(hs, multimask_output)
             keep = None if min_iou is None else (iou_pred > min_iou).any(1)
             self._upscale_low_rank(keys, hyper_in, (h, w), keep, out=masks[s : s + step])

@@ -34,6 +34,8 @@ class MaskDecoderHQ(MaskDecoder):
     that of the chosen SAM token (the HQ token has no IoU prediction).
     """
 
+    takes_dense_factors = False
+
     def __init__(
         self, *, transformer_dim: int, transformer: TwoWayTransformer, iou_head_hidden_dim: int, vit_dim: int
     ) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from samtasks.modeling.common import LayerNorm2d
+from samtasks.modeling.low_rank import DenseFactors
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -106,7 +107,9 @@ class PromptEncoder(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        *,
+        factored: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | DenseFactors]:
         """Embeds a batch of P prompts.
 
         Args:
@@ -116,7 +119,9 @@ class PromptEncoder(nn.Module):
 
         Returns:
             Sparse embeddings `[P, T, C]` and dense embeddings `[P, C, h, w]`; without mask input the
-            dense embedding is an expanded view of one learned vector.
+            dense embedding is an expanded view of one learned vector; with mask input and
+            `factored`, the mask embedding is returned as `DenseFactors` (its last convolution left
+            to the decoder, which can then carry the image tokens in low-rank form).
         """
         if points is not None:
             batch = points[0].shape[0]
@@ -132,7 +137,10 @@ class PromptEncoder(nn.Module):
             sparse.append(self._embed_points(points[0], points[1], pad=boxes is None))
         if boxes is not None:
             sparse.append(self._embed_boxes(boxes))
-        if masks is not None:
+        if masks is not None and factored:
+            last = self.mask_downscaling[-1]
+            dense = DenseFactors(self.mask_downscaling[:-1](masks), last.weight.flatten(1), last.bias)
+        elif masks is not None:
             dense = self.mask_downscaling(masks)
         else:
             h, w = self.image_embedding_size

@@ -11,6 +11,7 @@ from torch import nn
 from samtasks.checkpoints import CheckpointInfo
 from samtasks.modeling.frame import DecoderOutput, ImageFrame
 from samtasks.modeling.image_encoder import ImageEncoderViT
+from samtasks.modeling.low_rank import DenseFactors
 from samtasks.modeling.mask_decoder import MaskDecoder
 from samtasks.modeling.prompt_encoder import PromptEncoder
 from samtasks.modeling.transformer import TwoWayTransformer
@@ -55,15 +56,17 @@ class Sam(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sparse `[P, T, C]` and dense `[P, C, h, w]` embeddings; coordinates in the prompt frame."""
-        return self.prompt_encoder(points, boxes, masks)
+    ) -> tuple[torch.Tensor, torch.Tensor | DenseFactors]:
+        """Sparse `[P, T, C]` and dense `[P, C, h, w]` embeddings; coordinates in the prompt frame.
+        A mask input's dense embedding stays `DenseFactors` where the decoder takes them."""
+        factored = self.mask_decoder.takes_dense_factors
+        return self.prompt_encoder(points, boxes, masks, factored=factored)
 
     def decode(
         self,
         features: dict[str, torch.Tensor],
         sparse: torch.Tensor,
-        dense: torch.Tensor,
+        dense: torch.Tensor | DenseFactors,
         multimask: bool,
         min_iou: float | None = None,
     ) -> DecoderOutput:

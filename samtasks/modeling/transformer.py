@@ -275,15 +275,24 @@ class TwoWayTransformer(nn.Module):
         return queries, keys
 
     def forward_low_rank(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+        self,
+        image_embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+        per_prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, LowRankTokens]:
-        """`forward` for an image `[1, C, h, w]` shared by every prompt, the image tokens returned in
-        `LowRankTokens` form (see `samtasks.modeling.low_rank`); requires `folds(T)`."""
+        """`forward` for an image `[1, C, h, w]` shared by every prompt, plus `left_p^T right` per
+        prompt if `per_prompt = (left [P, k, hw], right [k, C])` is given (a mask input's embedding),
+        the image tokens returned in `LowRankTokens` form (see `samtasks.modeling.low_rank`);
+        requires `folds(T)`."""
         p = point_embedding.shape[0]
         image = image_embedding[0].flatten(1).T.contiguous()  # [hw, C]
         key_pe = image_pe[0].flatten(1).T  # [hw, C]
-        empty = image.new_empty(p, 0, image.shape[0]), image.new_empty(p, 0, image.shape[1])
-        keys = LowRankTokens.update(image, *empty)  # rank 0: the image tokens shared by every prompt
+        if per_prompt is None:
+            # Rank 0: the image tokens shared by every prompt.
+            per_prompt = image.new_empty(p, 0, image.shape[0]), image.new_empty(0, image.shape[1])
+        left, right = per_prompt
+        keys = LowRankTokens.update(image, left, right.expand(p, -1, -1))
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer.forward_low_rank(queries, keys, point_embedding, key_pe)
