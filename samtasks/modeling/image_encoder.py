@@ -33,8 +33,10 @@ def _relative_position_table(size: int, table: torch.Tensor) -> torch.Tensor:
 
 
 # Query chunks are sized so that one chunk's attention bias holds at most this many elements; the
-# bias of a 64x64 global attention would otherwise take 4096^2 floats per head at once.
-_BIAS_ELEMENTS = 1 << 22
+# bias of a 64x64 global attention would otherwise take 4096^2 floats per head at once. On a CPU
+# the chunk stays in cache; on a GPU it is large enough (1 GiB in float32) that few kernels run.
+_BIAS_ELEMENTS_CPU = 1 << 22
+_BIAS_ELEMENTS_GPU = 1 << 28
 
 
 class Attention(nn.Module):
@@ -69,14 +71,20 @@ class Attention(nn.Module):
         bias_h = torch.einsum("bnhwd,hkd->bnhwk", q_grid, rh)  # [B, n, h, w, kh]
         bias_w = torch.einsum("bnhwd,wkd->bnhwk", q_grid, rw)  # [B, n, h, w, kw]
         out = q.new_empty(b, n, h * w, d)
-        rows = max(1, _BIAS_ELEMENTS // (b * n * w * h * w))
+        budget = _BIAS_ELEMENTS_CPU if q.device.type == "cpu" else _BIAS_ELEMENTS_GPU
+        rows = max(1, budget // (b * n * w * h * w))
         for r0 in range(0, h, rows):
             r = min(rows, h - r0)
-            bias = q.new_empty(b, n, r, w, h, w)
-            torch.add(bias_h[:, :, r0 : r0 + r, :, :, None], bias_w[:, :, r0 : r0 + r, :, None, :], out=bias)
+            parts = bias_h[:, :, r0 : r0 + r, :, :, None], bias_w[:, :, r0 : r0 + r, :, None, :]
+            if torch.compiler.is_compiling():
+                bias = parts[0] + parts[1]  # `out=` does not trace
+            else:
+                # A broadcast sum's own layout is not [B, n, r, w, h, w]: the reshape would copy it.
+                bias = q.new_empty(b, n, r, w, h, w)
+                torch.add(*parts, out=bias)
             queries = slice(r0 * w, (r0 + r) * w)
             out[:, :, queries] = F.scaled_dot_product_attention(
-                q[:, :, queries], k, v, attn_mask=bias.view(b, n, r * w, h * w)
+                q[:, :, queries], k, v, attn_mask=bias.reshape(b, n, r * w, h * w)
             )
         return out.transpose(1, 2).reshape(b, h, w, n * d)
 
