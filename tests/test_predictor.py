@@ -180,3 +180,16 @@ def test_bfloat16_autocast_on_cpu_is_close_to_float32(tiny_checkpoint):
     np.testing.assert_allclose(half.iou_scores, full.iou_scores, atol=0.02, rtol=0)
     iou = (half.masks & full.masks).sum((2, 3)) / (half.masks | full.masks).sum((2, 3))  # [1, 3]
     assert iou.min() > 0.95
+
+
+@pytest.mark.slow
+def test_compiled_encoder_matches_eager(tiny_checkpoint):
+    """`compile=True` (torch.compile of the encoder: about 20 s of compiling here, hence slow) traces
+    the windowed attention with its padding and the global one, and gives the eager features."""
+    image = random_image(np.random.default_rng(1), 50, 70)
+    features = {}
+    for compiled in (False, True):
+        predictor = SamPredictor(build_sam("tiny", tiny_checkpoint), device="cpu", compile=compiled)
+        predictor.set_image(image)
+        features[compiled] = predictor.features
+    torch.testing.assert_close(features[True], features[False], atol=1e-5, rtol=0)
