@@ -2,9 +2,9 @@
 same weights, same image, same settings, one run.
 
 Settings: the `official` preset (32x32 grid, IoU 0.88, stability 0.95, NMS 0.7), the same at 16x16
-(`official-16`), and the paper's
-`proposals-lvis` settings (64x64 grid, no filtering, NMS 0.9; the official generator is given the
-same knobs). Each generator runs in its own fresh process so that its peak resident memory
+(`official-16`), and the paper's `proposals-lvis` settings (64x64 grid, no filtering, NMS 0.9; the
+official generator is given the same knobs), also at 32x32 (`proposals-lvis-32`: memory against the
+grid size). Each generator runs in its own fresh process so that its peak resident memory
 (ru_maxrss) is its own; the masks come back as RLE and are checked equal (same count, every mask
 matched one-to-one at IoU >= 0.99) before any time is reported. Time is the whole `generate(image)`
 call (encoder included), after a warm-up `generate` on a small image on CUDA.
@@ -14,7 +14,8 @@ scaled noise that keeps more masks through the filters) stand in for the checkpo
 
     python benchmarks/speed_amg.py [--model vit_b] [--device cpu] [--settings official proposals-lvis]
 
-Writes benchmarks/results/speed_amg_<device>_<model>.json and prints the ratios.
+Writes benchmarks/results/speed_amg_<device>_<model>.json (updating the settings run, keeping the
+others) and prints the ratios.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ SETTINGS = {
         "box_nms_thresh": 0.9,
     },
 }
+# The same at 32x32: peak memory against the grid size, all else equal.
+SETTINGS["proposals-lvis-32"] = {**SETTINGS["proposals-lvis"], "points_per_side": 32}
 
 
 def make_weights(model: str, kind: str, path: Path) -> None:
@@ -179,6 +182,7 @@ def main() -> None:
                 if key in sides["ours"]:
                     a, b = sides["official"][key], sides["ours"][key]
                     entry[key] = {"official": a, "ours": b, "ratio": a / b}
+            entry["finished_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             report["settings"][setting] = entry
             print(setting, json.dumps(entry), flush=True)
     out_dir = Path(args.out)
@@ -186,6 +190,8 @@ def main() -> None:
     suffix = "" if args.knobs == "{}" else "_smoke"
     dtype = "" if args.dtype == "float32" else f"_{args.dtype}"
     path = out_dir / f"speed_amg_{args.device.split(':')[0]}_{args.model}{dtype}{suffix}.json"
+    if path.exists():  # settings run earlier (and not now) are kept, each with its own finish time
+        report["settings"] = {**json.loads(path.read_text())["settings"], **report["settings"]}
     path.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     if not ok:

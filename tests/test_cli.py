@@ -50,6 +50,20 @@ def test_point_writes_outputs(image_file, tiny_checkpoint, tmp_path):
     assert Image.open(out / "photo_overlay.png").size == (80, 60)
 
 
+def test_compile_flag_compiles_the_encoder(image_file, tiny_checkpoint, tmp_path, monkeypatch):
+    """`--compile` reaches `SamPredictor(compile=True)` (torch.compile itself replaced by a spy:
+    compiling takes 20 s; `test_compiled_encoder_matches_eager` runs it for real)."""
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    argv = ["point", str(image_file), "--point", "40,30", "--sam", "tiny", "--sam-checkpoint", str(tiny_checkpoint)]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert compiled == []
+    assert main([*argv, "--out", str(tmp_path / "b"), "--compile"]) == 0
+    assert [fn.__name__ for fn in compiled] == ["encode"]
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
