@@ -98,6 +98,7 @@ def worker(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     result = {
         "seconds": seconds,
+        "threads": torch.get_num_threads(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rles": [
             {"size": r["size"], "counts": r["counts"] if isinstance(r["counts"], str) else r["counts"].decode()}
@@ -177,6 +178,7 @@ def main() -> None:
                 "masks": {"official": len(sides["official"]["rles"]), "ours": len(sides["ours"]["rles"])},
                 "masks_equal": equal,
                 "worst_matched_iou": worst,
+                "threads": {side: sides[side]["threads"] for side in sides},  # each worker's own
             }
             for key in ("seconds", "peak_rss_mib", "peak_cuda_mib"):
                 if key in sides["ours"]:

@@ -175,7 +175,7 @@ def worker(args: argparse.Namespace) -> None:
             return generator.generate(image).rles
 
     times = interleaved({"encoder_s": encode, "decode_64_points_s": lambda: decode()[0]}, device, args.repeats)
-    result = dict(times)
+    result = dict(times, threads=torch.get_num_threads())
     _, iou, low = decode()
     start = time.perf_counter()
     rles = amg()
@@ -242,6 +242,7 @@ def main() -> None:
                 "amg_masks": {"official": len(sides["official"]["rles"]), "ours": len(sides["ours"]["rles"])},
                 "amg_worst_matched_iou": worst,
                 "outputs_equal": equal and low_diff <= 1e-4 and iou_diff <= 1e-4,
+                "threads": {side: sides[side]["threads"] for side in sides},  # each worker's own
             }
             for key in ("encoder_s", "decode_64_points_s", "amg_s", "peak_rss_mib"):
                 a, b = sides["official"][key], sides["ours"][key]

@@ -93,16 +93,21 @@ def interleaved(fns: dict, device: torch.device, repeats: int) -> dict[str, floa
 
 
 def load_image() -> tuple[np.ndarray, str]:
-    try:
-        from ultralytics.utils import ASSETS
+    """ultralytics' bus.jpg (810x1080), else scikit-image's astronaut. The photo is found without
+    importing ultralytics: its import sets OMP_NUM_THREADS=1 in the environment, which every process
+    a benchmark starts after it would inherit (one thread each on this 2-core machine)."""
+    from importlib.util import find_spec
 
-        from samtasks.utils.image import load_image as read
+    from samtasks.utils.image import load_image as read
 
-        return read(ASSETS / "bus.jpg"), "ultralytics bus.jpg"
-    except ImportError:
-        from skimage import data
+    spec = find_spec("ultralytics")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(spec.submodule_search_locations[0]) / "assets" / "bus.jpg"
+        if path.exists():
+            return read(path), "ultralytics bus.jpg"
+    from skimage import data
 
-        return data.astronaut(), "skimage astronaut"
+    return data.astronaut(), "skimage astronaut"
 
 
 def same_weights(name: str):
