@@ -11,6 +11,7 @@ from samtasks.modeling.common import LayerNorm2d
 from samtasks.modeling.low_rank import DenseFactors, LowRankTokens
 from samtasks.modeling.mask_decoder import MaskDecoder
 from samtasks.modeling.prompt_encoder import PromptEncoder
+from samtasks.modeling.sam2 import Sam2MaskDecoder
 from samtasks.modeling.transformer import Attention, TwoWayTransformer
 
 from .test_equivalence import TOL, _official, pair  # noqa: F401 (pair is a fixture)
@@ -218,3 +219,39 @@ def test_decoder_mask_factors_match_their_dense_embedding(monkeypatch):
             ref_masks, ref_iou = decoder(image, pe, sparse, dense, multimask)
             torch.testing.assert_close(masks, ref_masks, atol=1e-4, rtol=0)
             torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=0)
+
+
+def test_sam2_decoder_low_rank_path_matches_per_prompt_path(monkeypatch):
+    """SAM 2's decoder (object-score token, high-res features in the upscaling, dynamic single mask)
+    at its real width: shared image and mask factors on the low-rank path (2 prompts per pass)
+    against the same embeddings materialized per prompt, with and without `min_iou`."""
+    monkeypatch.setattr(mask_decoder, "_LOW_RANK_TOKENS", 2 * 6 * 5)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=64, mlp_names="layers")
+    decoder = _randomized(Sam2MaskDecoder(transformer_dim=256, transformer=transformer, iou_head_hidden_dim=32), 16)
+    encoder = _randomized(
+        PromptEncoder(embed_dim=256, image_embedding_size=(6, 5), input_image_size=(24, 20), mask_in_chans=16), 17
+    )
+    gen = torch.Generator().manual_seed(18)
+    image = torch.randn(1, 256, 6, 5, generator=gen)
+    high_res = torch.randn(1, 120, 2, 2, 32, generator=gen), torch.randn(1, 120, 64, generator=gen)
+    points = (torch.rand(5, 2, 2, generator=gen) * 20, torch.tensor([[1, -1], [1, -1], [0, 1], [1, 1], [2, 3]]))
+    logits = torch.randn(5, 1, 24, 20, generator=gen) * 4
+    with torch.inference_mode():
+        pe = encoder.get_dense_pe()
+        for masks_in in (None, logits):
+            sparse, dense = encoder(points, None, masks_in, factored=True)
+            reference = dense.dense() if masks_in is not None else dense.contiguous()
+            assert transformer.folds(6 + sparse.shape[1])
+            for multimask in (True, False):
+                out = decoder(image, pe, sparse, dense, multimask, high_res)
+                ref = decoder(image, pe, sparse, reference, multimask, high_res)
+                torch.testing.assert_close(out.low_res_logits, ref.low_res_logits, atol=1e-4, rtol=0)
+                torch.testing.assert_close(out.iou_scores, ref.iou_scores, atol=1e-5, rtol=0)
+                torch.testing.assert_close(out.object_scores, ref.object_scores, atol=1e-5, rtol=0)
+            ref = decoder(image, pe, sparse, reference, True, high_res)
+            threshold = float(ref.iou_scores.max(1).values.median())
+            out = decoder(image, pe, sparse, dense, True, high_res, min_iou=threshold)
+            kept = (ref.iou_scores > threshold).any(1)
+            assert 0 < int(kept.sum()) < 5
+            torch.testing.assert_close(out.low_res_logits[kept], ref.low_res_logits[kept], atol=1e-4, rtol=0)
+            assert torch.isneginf(out.low_res_logits[~kept]).all()

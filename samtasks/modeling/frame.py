@@ -12,7 +12,9 @@ Every model class (`Sam`, and each family's) provides:
 - `encode(images [B, 3, S, S]) -> dict[str, Tensor]`: image features, each `[B, ...]`; the key
   `image_embeddings` is the `[B, C, h, w]` embedding every family has;
 - `embed_prompts(points, boxes, masks) -> (sparse [P, T, C], dense [P, C, h, w])`: points as
-  `([P, N, 2], [P, N])` and boxes `[P, 4]` in the prompt frame, masks `[P, 1, S', S']` logits;
+  `([P, N, 2], [P, N])` and boxes `[P, 4]` in the prompt frame, masks `[P, 1, S', S']` logits
+  (a family may return a mask input's `dense` in another form that only its own `decode` reads:
+  SAM's and SAM 2's `DenseFactors`);
 - `decode(features, sparse, dense, multimask, min_iou=None) -> DecoderOutput` for one image's
   features (each entry sliced to batch 1); with `min_iou`, a prompt whose every predicted IoU is at
   most `min_iou` may come back with -inf logits, its masks not computed.

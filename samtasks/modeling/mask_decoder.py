@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -112,27 +113,43 @@ class MaskDecoder(nn.Module):
         mask_inputs: DenseFactors | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` for an image `[1, C, h, w]` (dense embedding added) shared by every prompt, and
-        each prompt's mask embedding `mask_inputs` if given (its bias added to `image`): the image tokens
-        carried in `LowRankTokens` form, a bounded number of prompts per pass."""
+        each prompt's mask embedding `mask_inputs` if given (its bias added to `image`), on
+        `low_rank_passes`."""
         p = sparse.shape[0]
         h, w = image.shape[-2:]
         m = self.num_mask_tokens - 1 if multimask_output else 1
         dtype = torch.promote_types(image.dtype, torch.float32)
         masks = torch.empty(p, m, 4 * h, 4 * w, dtype=dtype, device=image.device)
         ious = []
+        for chunk, hs, keys in self.low_rank_passes(image, image_pe, sparse, self.output_tokens(), mask_inputs):
+            hyper_in, iou_pred = self._heads(hs, multimask_output)
+            keep = None if min_iou is None else (iou_pred > min_iou).any(1)
+            self._upscale_low_rank(keys, hyper_in, (h, w), keep, out=masks[chunk])
+            ious.append(iou_pred)
+        return masks, torch.cat(ious)
+
+    def low_rank_passes(
+        self,
+        image: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse: torch.Tensor,
+        output_tokens: torch.Tensor,
+        mask_inputs: DenseFactors | None = None,
+    ) -> Iterator[tuple[slice, torch.Tensor, LowRankTokens]]:
+        """The transformer on `output_tokens [K, C]` and the prompt tokens `sparse [P, T, C]` against an
+        image `[1, C, h, w]` shared by every prompt (plus each prompt's `mask_inputs`), a bounded number
+        of prompts per pass: yields `(prompts, tokens [p, K + T, C], image tokens as LowRankTokens)`."""
+        p = sparse.shape[0]
+        h, w = image.shape[-2:]
         step = max(1, _LOW_RANK_TOKENS // (h * w))
         for s in range(0, p, step):
             chunk = sparse[s : s + step]
-            tokens = torch.cat([self.output_tokens().expand(len(chunk), -1, -1), chunk], dim=1)
+            tokens = torch.cat([output_tokens.expand(len(chunk), -1, -1), chunk], dim=1)
             start = None
             if mask_inputs is not None:
                 start = mask_inputs.coefficients[s : s + step].flatten(2), mask_inputs.weight.T
             hs, keys = self.transformer.forward_low_rank(image, image_pe, tokens, start)
-            hyper_in, iou_pred = self._heads(hs, multimask_output)
-            keep = None if min_iou is None else (iou_pred > min_iou).any(1)
-            self._upscale_low_rank(keys, hyper_in, (h, w), keep, out=masks[s : s + step])
-            ious.append(iou_pred)
-        return masks, torch.cat(ious)
+            yield slice(s, s + step), hs, keys
 
     def output_tokens(self) -> torch.Tensor:
         """`[K, C]` learned output tokens that precede the prompt tokens: IoU, then the 4 mask tokens."""
@@ -232,8 +249,10 @@ class MaskDecoder(nn.Module):
         grid: tuple[int, int],
         keep: torch.Tensor | None,
         out: torch.Tensor,
+        high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """`_upscale_and_project` for image tokens in `LowRankTokens` form, into `out [P, M, 4h, 4w]`.
+        """`upscale_and_project` for image tokens in `LowRankTokens` form, into `out [P, M, 4h, 4w]`
+        (`high_res` as there).
 
         The first transposed convolution is linear per token, so it applies to the shared tokens
         once and to each prompt's rank-r part; each prompt's tokens are then materialized a few
@@ -261,8 +280,13 @@ class MaskDecoder(nn.Module):
             for r0 in range(0, h, step):
                 rows = min(step, h - r0)
                 y = upscaled.rows(prompt, r0 * w, (r0 + rows) * w, b1).view(-1, c1)  # [(n, i, j), C/4]
+                if high_res is not None:
+                    y += high_res[1][0, 4 * r0 * w : 4 * (r0 + rows) * w]
                 y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-                z = act2(torch.addmm(b2, y, w2)).view(-1, c2)  # [(n, i, j, k, l), C/8]
+                z = torch.addmm(b2, y, w2)  # [(n, i, j), (k, l, C/8)]
+                if high_res is not None:
+                    z += high_res[0][0, 4 * r0 * w : 4 * (r0 + rows) * w].flatten(1)
+                z = act2(z).view(-1, c2)  # [(n, i, j, k, l), C/8]
                 masks = z.new_empty(m, z.shape[0])
                 for j in range(m):
                     torch.mv(z, weights[j], out=masks[j])

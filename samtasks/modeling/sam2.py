@@ -19,6 +19,7 @@ from samtasks.checkpoints import CheckpointInfo
 from samtasks.modeling.common import MLP
 from samtasks.modeling.frame import DecoderOutput, ImageFrame
 from samtasks.modeling.hiera import FpnNeck, Hiera, ImageEncoder
+from samtasks.modeling.low_rank import DenseFactors
 from samtasks.modeling.mask_decoder import MaskDecoder
 from samtasks.modeling.prompt_encoder import PromptEncoder
 from samtasks.modeling.transformer import TwoWayTransformer
@@ -51,7 +52,7 @@ class Sam2MaskDecoder(MaskDecoder):
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | DenseFactors,
         multimask_output: bool,
         high_res: tuple[torch.Tensor, torch.Tensor],
         min_iou: float | None = None,
@@ -62,7 +63,8 @@ class Sam2MaskDecoder(MaskDecoder):
             image_embeddings: `[1, C, h, w]`.
             image_pe: `[1, C, h, w]`.
             sparse_prompt_embeddings: `[P, T, C]`.
-            dense_prompt_embeddings: `[P, C, h, w]` (an expanded view when there is no mask input).
+            dense_prompt_embeddings: `[P, C, h, w]` (an expanded view when there is no mask input),
+                or a mask input's `DenseFactors`.
             multimask_output: tokens 1..3 instead of token 0 (or the best of 1..3 where token 0's
                 mask is unstable).
             high_res: projected encoder features in `upscale_and_project`'s layouts.
@@ -72,24 +74,50 @@ class Sam2MaskDecoder(MaskDecoder):
         Returns:
             Mask logits `[P, M, 4h, 4w]`, IoU `[P, M]` in [0, 1], object-score logits `[P]`.
         """
-        p = sparse_prompt_embeddings.shape[0]
+        p, t = sparse_prompt_embeddings.shape[:2]
+        dense = dense_prompt_embeddings
         output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
-        tokens = torch.cat([output_tokens.expand(p, -1, -1), sparse_prompt_embeddings], dim=1)  # [P, 6 + T, C]
-        if dense_prompt_embeddings.stride(0) == 0:
-            src = image_embeddings + dense_prompt_embeddings[:1]
+        grid = image_embeddings.shape[-2:]
+        # The low-rank path as SAM's decoder takes it (float32: its carried LayerNorm statistics).
+        low_rank = not torch.is_autocast_enabled(image_embeddings.device.type) and self.transformer.folds(6 + t)
+        mask_inputs = dense if isinstance(dense, DenseFactors) and low_rank else None
+        if isinstance(dense, DenseFactors) and mask_inputs is None:
+            dense = dense.dense()
+        shared = mask_inputs is None and (dense.shape[0] == 1 or dense.stride(0) == 0)
+        if low_rank and (shared or mask_inputs is not None):
+            image = image_embeddings + (dense[:1] if shared else mask_inputs.bias.view(1, -1, 1, 1))
+            m = 3 if multimask_output else self.num_mask_tokens
+            dtype = torch.promote_types(image.dtype, torch.float32)
+            masks = torch.empty(p, m, 4 * grid[0], 4 * grid[1], dtype=dtype, device=image.device)
+            parts = []
+            passes = self.low_rank_passes(image, image_pe, sparse_prompt_embeddings, output_tokens, mask_inputs)
+            for chunk, hs, keys in passes:
+                iou, object_scores, hyper_in, keep = self._sam2_heads(hs, multimask_output, min_iou)
+                self._upscale_low_rank(keys, hyper_in, grid, keep, out=masks[chunk], high_res=high_res)
+                parts.append((iou, object_scores))
+            iou, object_scores = (torch.cat(part) for part in zip(*parts, strict=True))
         else:
-            src = image_embeddings + dense_prompt_embeddings
-        hs, src = self.transformer(src, image_pe, tokens)  # [P, 6 + T, C], [P, hw, C]
-        iou = torch.sigmoid(self.iou_prediction_head(hs[:, 1]))  # [P, 4]
-        object_scores = self.pred_obj_score_head(hs[:, 0])[:, 0]
-        chosen = range(1, self.num_mask_tokens) if multimask_output else range(self.num_mask_tokens)
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 2 + i]) for i in chosen], dim=1)
-        keep = (iou[:, 1:] > min_iou).any(1) if min_iou is not None and multimask_output else None
-        masks = self.upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], high_res, keep)
+            src = image_embeddings + (dense[:1] if shared else dense)
+            tokens = torch.cat([output_tokens.expand(p, -1, -1), sparse_prompt_embeddings], dim=1)  # [P, 6 + T, C]
+            hs, src = self.transformer(src, image_pe, tokens)  # [P, 6 + T, C], [P, hw, C]
+            iou, object_scores, hyper_in, keep = self._sam2_heads(hs, multimask_output, min_iou)
+            masks = self.upscale_and_project(src.expand(p, -1, -1), hyper_in, grid, high_res, keep)
         if multimask_output:
             return DecoderOutput(masks, iou[:, 1:], object_scores)
         masks, iou = _stable_or_best(masks, iou)
         return DecoderOutput(masks, iou, object_scores)
+
+    def _sam2_heads(
+        self, hs: torch.Tensor, multimask_output: bool, min_iou: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """IoU `[P, 4]` in [0, 1], object-score logits `[P]`, hypernetwork weights `[P, M, C/8]` (M = 3,
+        or all 4 for the single-mask choice) and the prompts whose masks are needed (None: all)."""
+        iou = torch.sigmoid(self.iou_prediction_head(hs[:, 1]))
+        object_scores = self.pred_obj_score_head(hs[:, 0])[:, 0]
+        chosen = range(1, self.num_mask_tokens) if multimask_output else range(self.num_mask_tokens)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 2 + i]) for i in chosen], dim=1)
+        keep = (iou[:, 1:] > min_iou).any(1) if min_iou is not None and multimask_output else None
+        return iou, object_scores, hyper_in, keep
 
 
 def _stable_or_best(masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,11 +198,12 @@ class Sam2(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | DenseFactors]:
         """Sparse `[P, T, C]` and dense `[P, C, h, w]` embeddings; coordinates in the prompt frame.
 
         As the official predictor does, a box becomes two points labelled 2 and 3 placed before
-        the click points, and the points always get the trailing padding point.
+        the click points, and the points always get the trailing padding point. A mask input's
+        dense embedding stays `DenseFactors` (see `Sam.embed_prompts`).
         """
         if boxes is not None:
             corners = boxes.reshape(-1, 2, 2)
@@ -183,13 +212,13 @@ class Sam2(nn.Module):
                 points = (corners, corner_labels)
             else:
                 points = (torch.cat([corners, points[0]], dim=1), torch.cat([corner_labels, points[1]], dim=1))
-        return self.sam_prompt_encoder(points, None, masks)
+        return self.sam_prompt_encoder(points, None, masks, factored=True)
 
     def decode(
         self,
         features: dict[str, torch.Tensor],
         sparse: torch.Tensor,
-        dense: torch.Tensor,
+        dense: torch.Tensor | DenseFactors,
         multimask: bool,
         min_iou: float | None = None,
     ) -> DecoderOutput:
