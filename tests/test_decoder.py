@@ -40,6 +40,9 @@ def test_folded_attention_matches_projected(tokens):
         for x in (image[:1], image):  # image queries shared by every prompt, and per prompt
             expected = x + attn(x, q, q * 0.5)
             torch.testing.assert_close(attn.image_to_tokens(x, q, q * 0.5, residual=x), expected, atol=1e-5, rtol=0)
+        # The image->token update's rows times an image, through the output projection's head blocks.
+        _, projected = attn.image_to_tokens_update(image[:1], q, q * 0.5)
+        torch.testing.assert_close(attn.output_cross(q * 0.5, image[0]), projected @ image[0].T, atol=1e-4, rtol=0)
 
 
 def test_transformer_shared_and_per_prompt_image_agree():

@@ -117,7 +117,11 @@ class LowRankTokens:
         low = torch.einsum("phtr,prhe->pthe", low.view(p, heads, t, -1), right)
         return low.add_(shared.view(heads, p, t, d).permute(1, 2, 0, 3))
 
-    def layer_norm(self, norm: nn.LayerNorm) -> LowRankTokens:
+    def centred_shared(self) -> torch.Tensor:
+        """`S0 = S - mean(S)` per token, `[N, C]`: `V0 S0^T = V S0^T` for any V (S0's rows sum to 0)."""
+        return self.shared - self.shared.mean(1, keepdim=True)
+
+    def layer_norm(self, norm: nn.LayerNorm, last_cross: torch.Tensor | None = None) -> LowRankTokens:
         """`norm` applied to every token of every prompt, exactly.
 
         Centring: a row's mean is `a mean(S_n) + U_n mean(V)`, so the centred rows are
@@ -125,13 +129,18 @@ class LowRankTokens:
         norms are `a^2 |S0_n|^2 + 2 a U_n . (V0 S0_n) + U_n^T (V0 V0^T) U_n`: one product of the shared
         S0 with every prompt's V0 and `[r, r]` Gram products. The result scales rows by
         `s = 1 / sqrt(var + eps)` and channels by the weight, and adds the bias as one more rank.
+        `last_cross [P, k, N]`, if given, is `V S0^T` of the last k rows of V, computed by the caller
+        from their structure (`Attention.output_cross`) for less than the `[k, C] x [C, N]` product.
         """
         p, r, n = self.left.shape
         c = self.shared.shape[1]
-        shared = self.shared - self.shared.mean(1, keepdim=True)
+        shared = self.centred_shared()
         right = self.right - self.right.mean(2, keepdim=True)
         scale = torch.ones(p, n, dtype=shared.dtype, device=shared.device) if self.scale is None else self.scale
-        cross = (right.reshape(p * r, c) @ shared.T).view(p, r, n)  # [P, r, N]: V0 S0^T
+        k = 0 if last_cross is None else last_cross.shape[1]
+        cross = (right[:, : r - k].reshape(p * (r - k), c) @ shared.T).view(p, r - k, n)  # [P, r, N]: V0 S0^T
+        if k:
+            cross = torch.cat([cross, last_cross], 1)
         inner = cross.mul_(2 * scale[:, None, :]).baddbmm_(right @ right.transpose(1, 2), self.left)
         squares = inner.mul_(self.left).sum(1) + scale.square() * shared.square().sum(1)  # [P, N]
         inv_std = torch.rsqrt(squares / c + norm.eps)

@@ -17,9 +17,10 @@ from samtasks.modeling.transformer import TwoWayTransformer
 _UPSCALE_TOKENS = 4096
 # Image tokens of one prompt upscaled per step from `LowRankTokens` (whole rows of the grid).
 _UPSCALE_ROWS_TOKENS = 4096
-# Prompts x image tokens per pass of the low-rank path (32 prompts of the official models): bounds the
-# `[P, r, hw]` factors (r about 114) and their products.
-_LOW_RANK_TOKENS = 32 * 4096
+# Prompts x image tokens per pass of the low-rank path (16 prompts of the official models): bounds the
+# `[P, r, hw]` factors (r about 114) and the `[P, heads x T, hw]` logits, which then stay in a 32 MB
+# cache (256 prompts decoded 4-15% faster here than with 32 per pass).
+_LOW_RANK_TOKENS = 16 * 4096
 
 
 class MaskDecoder(nn.Module):

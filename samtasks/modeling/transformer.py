@@ -141,6 +141,20 @@ class Attention(nn.Module):
         projected = torch.einsum("pthe,che->phtc", values, w_o) + self.out_proj.bias / heads  # [P, heads, T, C]
         return weights, projected.flatten(1, 2)
 
+    def output_cross(self, v: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The rows `projected` of `image_to_tokens_update` (values `v [P, T, C]`) times `image^T`
+        (`[N, C]`): `[P, heads * T, N]`. A row is one head's value through that head's `d` columns of
+        the output projection (plus `bo / heads`), so the product goes through `Wo_h^T image^T`
+        (`[heads, d, N]`, shared by every prompt): a `d`-long contraction per row instead of `C`."""
+        p, t, _ = v.shape
+        heads = self.num_heads
+        values = self.v_proj(v).view(p, t, heads, -1)  # [P, T, heads, d]
+        w_o = self.out_proj.weight.view(self.out_proj.out_features, heads, -1)  # [C, heads, d]
+        basis = torch.einsum("che,nc->hen", w_o, image)  # [heads, d, N]
+        out = torch.bmm(values.permute(2, 0, 1, 3).reshape(heads, p * t, -1), basis)  # [heads, P * T, N]
+        bias = (image @ self.out_proj.bias) / heads  # [N]
+        return out.view(heads, p, t, -1).transpose(0, 1).add(bias).flatten(1, 2)
+
 
 class TwoWayAttentionBlock(nn.Module):
     """Self-attention of tokens, token->image, MLP on tokens, image->token."""
@@ -199,7 +213,8 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self._token_mlp(queries + update)
         attn = self.cross_attn_image_to_token
         weights, projected = attn.image_to_tokens_update(keys, queries + query_pe, queries, key_pe)
-        return queries, keys.plus(weights, projected).layer_norm(self.norm4)
+        cross = attn.output_cross(queries, keys.centred_shared())  # the new rows' part of the norm's statistics
+        return queries, keys.plus(weights, projected).layer_norm(self.norm4, cross)
 
     def _self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
         if self.skip_first_layer_pe:
