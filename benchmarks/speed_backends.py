@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from speed_amg import matched
-from speed_core import interleaved, load_image
+from speed_core import grid_points, interleaved, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -129,12 +129,6 @@ class Official:
         else:
             from mobile_sam import SamAutomaticMaskGenerator
         return SamAutomaticMaskGenerator(self.model, **settings)
-
-
-def grid_points(h: int, w: int) -> np.ndarray:
-    xs = (np.arange(8) + 0.5) / 8 * w
-    ys = (np.arange(8) + 0.5) / 8 * h
-    return np.stack(np.meshgrid(xs, ys), -1).reshape(64, 1, 2).astype(np.float32)
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -92,6 +92,13 @@ def interleaved(fns: dict, device: torch.device, repeats: int) -> dict[str, floa
     return best
 
 
+def grid_points(h: int, w: int, side: int = 8) -> np.ndarray:
+    """`float32 [side^2, 1, 2]` single-point prompts (x, y) at the cell centres of a side x side grid."""
+    xs = (np.arange(side) + 0.5) / side * w
+    ys = (np.arange(side) + 0.5) / side * h
+    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 1, 2).astype(np.float32)
+
+
 def load_image() -> tuple[np.ndarray, str]:
     """ultralytics' bus.jpg (810x1080), else scikit-image's astronaut. The photo is found without
     importing ultralytics: its import sets OMP_NUM_THREADS=1 in the environment, which every process
@@ -158,9 +165,7 @@ def main() -> None:
     enc_diff = (ours.features.float() - official.features.float()).abs().max().item()
 
     # (b) 64 single-point prompts on an 8 x 8 grid, multimask, masks at the original size.
-    xs = (np.arange(8) + 0.5) / 8 * w
-    ys = (np.arange(8) + 0.5) / 8 * h
-    points = np.stack(np.meshgrid(xs, ys), -1).reshape(64, 1, 2).astype(np.float32)
+    points = grid_points(h, w)
     labels = np.ones((64, 1), np.int64)
     coords = torch.as_tensor(official.transform.apply_coords(points, (h, w)), device=device)
     labels_t = torch.as_tensor(labels, device=device)

@@ -25,15 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from speed_core import interleaved, load_image, same_weights
+from speed_core import grid_points, interleaved, load_image, same_weights
 
 from samtasks import SamPredictor
-
-
-def grid_points(h: int, w: int, side: int = 8) -> np.ndarray:
-    xs = (np.arange(side) + 0.5) / side * w
-    ys = (np.arange(side) + 0.5) / side * h
-    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 1, 2).astype(np.float32)
 
 
 def mask_ious(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -75,28 +75,40 @@ class MaskDecoder(nn.Module):
             Mask logits `[P, M, 4h, 4w]` and predicted IoU `[P, M]`, M = 3 or 1.
         """
         p, t = sparse_prompt_embeddings.shape[:2]
-        dense = dense_prompt_embeddings
-        # The carried LayerNorm statistics need float32 products (autocast would give bfloat16).
-        low_rank = (
-            image_embeddings.shape[0] == 1
-            and not torch.is_autocast_enabled(image_embeddings.device.type)
-            and self.transformer.folds(self.num_mask_tokens + 1 + t)
+        image, mask_inputs, dense = self.low_rank_start(
+            image_embeddings, dense_prompt_embeddings, self.num_mask_tokens + 1 + t
         )
-        if isinstance(dense, DenseFactors):
-            if low_rank:
-                image = image_embeddings + dense.bias.view(1, -1, 1, 1)
-                return self._decode_low_rank(
-                    image, image_pe, sparse_prompt_embeddings, multimask_output, min_iou, dense
-                )
-            dense = dense.dense()
-        if low_rank and (dense.shape[0] == 1 or dense.stride(0) == 0):
-            image = image_embeddings + dense[:1]
-            return self._decode_low_rank(image, image_pe, sparse_prompt_embeddings, multimask_output, min_iou)
+        if image is not None:
+            return self._decode_low_rank(
+                image, image_pe, sparse_prompt_embeddings, multimask_output, min_iou, mask_inputs
+            )
         hs, src = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings, dense)
         hyper_in, iou_pred = self._heads(hs, multimask_output)
         keep = None if min_iou is None else (iou_pred > min_iou).any(1)
         masks = self.upscale_and_project(src.expand(p, -1, -1), hyper_in, image_embeddings.shape[-2:], keep=keep)
         return masks, iou_pred
+
+    def low_rank_start(
+        self, image_embeddings: torch.Tensor, dense: torch.Tensor | DenseFactors, tokens: int
+    ) -> tuple[torch.Tensor | None, DenseFactors | None, torch.Tensor | DenseFactors]:
+        """Which path `forward` takes with `tokens` output and prompt tokens per prompt:
+        `(image, mask_inputs, dense)`. For the low-rank path `image` is `[1, C, h, w]` with the shared
+        dense embedding (or the mask factors' bias) added and `mask_inputs` the factors, if any; for the
+        per-prompt path `image` is None and `dense` a `[P or 1, C, h, w]` tensor. The low-rank path
+        needs one image, folding attentions, and float32 products for the carried LayerNorm
+        statistics (autocast would give bfloat16)."""
+        low_rank = (
+            image_embeddings.shape[0] == 1
+            and not torch.is_autocast_enabled(image_embeddings.device.type)
+            and self.transformer.folds(tokens)
+        )
+        if isinstance(dense, DenseFactors):
+            if low_rank:
+                return image_embeddings + dense.bias.view(1, -1, 1, 1), dense, dense
+            dense = dense.dense()
+        if low_rank and (dense.shape[0] == 1 or dense.stride(0) == 0):
+            return image_embeddings + dense[:1], None, dense
+        return None, None, dense
 
     def _heads(self, hs: torch.Tensor, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Hypernetwork weights `[P, M, C/8]` and predicted IoU `[P, M]` from the output tokens."""

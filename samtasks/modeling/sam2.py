@@ -75,17 +75,10 @@ class Sam2MaskDecoder(MaskDecoder):
             Mask logits `[P, M, 4h, 4w]`, IoU `[P, M]` in [0, 1], object-score logits `[P]`.
         """
         p, t = sparse_prompt_embeddings.shape[:2]
-        dense = dense_prompt_embeddings
         output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         grid = image_embeddings.shape[-2:]
-        # The low-rank path as SAM's decoder takes it (float32: its carried LayerNorm statistics).
-        low_rank = not torch.is_autocast_enabled(image_embeddings.device.type) and self.transformer.folds(6 + t)
-        mask_inputs = dense if isinstance(dense, DenseFactors) and low_rank else None
-        if isinstance(dense, DenseFactors) and mask_inputs is None:
-            dense = dense.dense()
-        shared = mask_inputs is None and (dense.shape[0] == 1 or dense.stride(0) == 0)
-        if low_rank and (shared or mask_inputs is not None):
-            image = image_embeddings + (dense[:1] if shared else mask_inputs.bias.view(1, -1, 1, 1))
+        image, mask_inputs, dense = self.low_rank_start(image_embeddings, dense_prompt_embeddings, 6 + t)
+        if image is not None:
             m = 3 if multimask_output else self.num_mask_tokens
             dtype = torch.promote_types(image.dtype, torch.float32)
             masks = torch.empty(p, m, 4 * grid[0], 4 * grid[1], dtype=dtype, device=image.device)
@@ -97,7 +90,7 @@ class Sam2MaskDecoder(MaskDecoder):
                 parts.append((iou, object_scores))
             iou, object_scores = (torch.cat(part) for part in zip(*parts, strict=True))
         else:
-            src = image_embeddings + (dense[:1] if shared else dense)
+            src = image_embeddings + (dense[:1] if dense.stride(0) == 0 else dense)
             tokens = torch.cat([output_tokens.expand(p, -1, -1), sparse_prompt_embeddings], dim=1)  # [P, 6 + T, C]
             hs, src = self.transformer(src, image_pe, tokens)  # [P, 6 + T, C], [P, hw, C]
             iou, object_scores, hyper_in, keep = self._sam2_heads(hs, multimask_output, min_iou)
