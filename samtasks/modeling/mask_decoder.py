@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
 import torch
@@ -13,8 +12,11 @@ from samtasks.modeling.common import MLP, LayerNorm2d
 from samtasks.modeling.low_rank import DenseFactors, LowRankTokens
 from samtasks.modeling.transformer import TwoWayTransformer
 
-# Image tokens upscaled per step (1 prompt of the official models): keeps the intermediates in cache.
-_UPSCALE_TOKENS = 4096
+# Image tokens upscaled per step: on the CPU 1 prompt of the official models, keeping the
+# intermediates in cache; on a GPU 64 prompts (about 0.8 GB of intermediates), so that kernel
+# launches do not dominate.
+_UPSCALE_TOKENS_CPU = 4096
+_UPSCALE_TOKENS_GPU = 64 * 4096
 # Image tokens of one prompt upscaled per step from `LowRankTokens` (whole rows of the grid).
 _UPSCALE_ROWS_TOKENS = 4096
 # Prompts x image tokens per pass of the low-rank path (16 prompts of the official models): bounds the
@@ -95,10 +97,12 @@ class MaskDecoder(nn.Module):
         `(image, mask_inputs, dense)`. For the low-rank path `image` is `[1, C, h, w]` with the shared
         dense embedding (or the mask factors' bias) added and `mask_inputs` the factors, if any; for the
         per-prompt path `image` is None and `dense` a `[P or 1, C, h, w]` tensor. The low-rank path
-        needs one image, folding attentions, and float32 products for the carried LayerNorm
-        statistics (autocast would give bfloat16)."""
+        needs the CPU (on a GPU the per-prompt path's large batched products are faster than its
+        many small ones), one image, folding attentions, and float32 products for the carried
+        LayerNorm statistics (autocast would give bfloat16)."""
         low_rank = (
-            image_embeddings.shape[0] == 1
+            image_embeddings.device.type == "cpu"
+            and image_embeddings.shape[0] == 1
             and not torch.is_autocast_enabled(image_embeddings.device.type)
             and self.transformer.folds(tokens)
         )
@@ -233,7 +237,8 @@ class MaskDecoder(nn.Module):
             out = torch.full((p, m, 4 * h, 4 * w), -torch.inf, dtype=dtype, device=src.device)
             prompts = keep.nonzero()[:, 0]
         blocks = out.view(p, m, h, 2, 2, w, 2, 2)  # [P, M, h, i, k, w, j, l]: row 4r + 2i + k, col 4c + 2j + l
-        step = max(1, _UPSCALE_TOKENS // (h * w))
+        budget = _UPSCALE_TOKENS_CPU if src.device.type == "cpu" else _UPSCALE_TOKENS_GPU
+        step = max(1, budget // (h * w))
         for s in range(0, len(prompts), step):
             chunk = prompts[s : s + step]
             x = src[s : s + step] if keep is None else src[chunk]
@@ -247,12 +252,15 @@ class MaskDecoder(nn.Module):
                 z = z + high_res[0].flatten(2)
             z = act2(z).view(c, -1, up2.out_channels)
             weights = hyper_in[chunk].to(z.dtype)
-            # Matrix-vector products: a [16hw, C/8] x [C/8, 3] matrix product is several times slower on CPU.
-            masks = z.new_empty(c, m, z.shape[1])
-            for i, j in itertools.product(range(c), range(m)):
-                torch.mv(z[i], weights[i, j], out=masks[i, j])
-            for i, prompt in enumerate(chunk.tolist()):
-                blocks[prompt] = masks[i].view(m, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+            if c == 1:
+                # Matrix-vector products: a [16hw, C/8] x [C/8, 3] matrix product is several times
+                # slower on the CPU.
+                masks = z.new_empty(c, m, z.shape[1])
+                for j in range(m):
+                    torch.mv(z[0], weights[0, j], out=masks[0, j])
+            else:
+                masks = torch.bmm(weights, z.transpose(1, 2))  # [c, M, 16hw]
+            blocks[chunk] = masks.to(dtype).view(c, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return out
 
     def _upscale_low_rank(
