@@ -40,9 +40,12 @@ def test_folded_attention_matches_projected(tokens):
         for x in (image[:1], image):  # image queries shared by every prompt, and per prompt
             expected = x + attn(x, q, q * 0.5)
             torch.testing.assert_close(attn.image_to_tokens(x, q, q * 0.5, residual=x), expected, atol=1e-5, rtol=0)
-        # The image->token update's rows times an image, through the output projection's head blocks.
+        # The image->token update's rows times the centred image, through the output projection's
+        # head blocks.
         _, projected = attn.image_to_tokens_update(image[:1], q, q * 0.5)
-        torch.testing.assert_close(attn.output_cross(q * 0.5, image[0]), projected @ image[0].T, atol=1e-4, rtol=0)
+        tokens = LowRankTokens.update(image[0], image.new_empty(3, 0, 300), image.new_empty(3, 0, 256))
+        centred = image[0] - image[0].mean(1, keepdim=True)
+        torch.testing.assert_close(attn.output_cross(q * 0.5, tokens), projected @ centred.T, atol=1e-4, rtol=0)
 
 
 def test_transformer_shared_and_per_prompt_image_agree():
@@ -138,7 +141,7 @@ def test_low_rank_tokens_match_their_dense_form():
         image = image.layer_norm(norm)
         dense = norm(dense)
         torch.testing.assert_close(image.dense(), dense, atol=1e-5, rtol=0)
-        image = image.plus(extra_left, extra_right).layer_norm(norm)
+        image = image.layer_norm(norm, (extra_left, extra_right, None))
         dense = norm(dense + extra_left.transpose(1, 2) @ extra_right)
         torch.testing.assert_close(image.dense(), dense, atol=1e-5, rtol=0)
         # Two heads of 16 channels: per-head products and pooling.

@@ -18,7 +18,8 @@ is ever formed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,23 @@ class DenseFactors:
         return F.conv2d(self.coefficients, self.weight[:, :, None, None], self.bias)
 
 
+class SharedMemo:
+    """Results that depend on the shared image tokens only (their projections, centring, norm
+    scaling), computed once for all the passes of one decode instead of once per pass of a few
+    prompts. An entry is keyed by the tensor it was computed from and holds that tensor, so a key
+    is never reused by another tensor."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, Hashable], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, owner: torch.Tensor, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`compute()`, a function of `owner` and of `key` (modules, names) alone, once."""
+        entry = self._entries.get((id(owner), key))
+        if entry is None or entry[0] is not owner:
+            entry = self._entries[(id(owner), key)] = (owner, compute())
+        return entry[1]
+
+
 @dataclass(frozen=True)
 class LowRankTokens:
     """Image tokens `Y_p = diag(scale_p) shared + left_p^T right_p` of P prompts.
@@ -57,27 +75,25 @@ class LowRankTokens:
         scale: `[P, N]` per-token scale of `shared`, or None for all ones.
         left: `[P, r, N]`.
         right: `[P, r, C]`.
+        memo: where the products of `shared` are kept for the other passes of the same decode.
     """
 
     shared: torch.Tensor
     scale: torch.Tensor | None
     left: torch.Tensor
     right: torch.Tensor
+    memo: SharedMemo = field(default_factory=SharedMemo)
 
     @classmethod
-    def update(cls, image: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> LowRankTokens:
+    def update(
+        cls, image: torch.Tensor, left: torch.Tensor, right: torch.Tensor, memo: SharedMemo | None = None
+    ) -> LowRankTokens:
         """`image [N, C]` shared, plus `left^T right` per prompt (`[P, r, N]`, `[P, r, C]`)."""
-        return cls(image, None, left, right)
+        return cls(image, None, left, right, SharedMemo() if memo is None else memo)
 
     @property
     def num_prompts(self) -> int:
         return self.left.shape[0]
-
-    def plus(self, left: torch.Tensor, right: torch.Tensor) -> LowRankTokens:
-        """`Y_p + left_p^T right_p`: the rank grows by `left.shape[1]`."""
-        return LowRankTokens(
-            self.shared, self.scale, torch.cat([self.left, left], 1), torch.cat([self.right, right], 1)
-        )
 
     def head_logits(self, rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """Per-head products of `rows [P, heads, T, d]` with every token of `Y_p + extra`, the tokens
@@ -119,41 +135,61 @@ class LowRankTokens:
 
     def centred_shared(self) -> torch.Tensor:
         """`S0 = S - mean(S)` per token, `[N, C]`: `V0 S0^T = V S0^T` for any V (S0's rows sum to 0)."""
-        return self.shared - self.shared.mean(1, keepdim=True)
+        return self.memo.get(self.shared, "centred", lambda: self.shared - self.shared.mean(1, keepdim=True))
 
-    def layer_norm(self, norm: nn.LayerNorm, last_cross: torch.Tensor | None = None) -> LowRankTokens:
-        """`norm` applied to every token of every prompt, exactly.
+    def layer_norm(
+        self, norm: nn.LayerNorm, added: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+    ) -> LowRankTokens:
+        """`norm` applied to every token of every prompt of `Y_p`, or of `Y_p + left_p^T right_p` for
+        `added = (left [P, k, N], right [P, k, C], cross)`, exactly; the rank grows by k + 1.
 
         Centring: a row's mean is `a mean(S_n) + U_n mean(V)`, so the centred rows are
         `diag(a) S0 + U^T V0` with `S0 = S - mean(S)` (shared) and `V0 = V - mean(V)`. Their squared
         norms are `a^2 |S0_n|^2 + 2 a U_n . (V0 S0_n) + U_n^T (V0 V0^T) U_n`: one product of the shared
         S0 with every prompt's V0 and `[r, r]` Gram products. The result scales rows by
         `s = 1 / sqrt(var + eps)` and channels by the weight, and adds the bias as one more rank.
-        `last_cross [P, k, N]`, if given, is `V S0^T` of the last k rows of V, computed by the caller
-        from their structure (`Attention.output_cross`) for less than the `[k, C] x [C, N]` product.
+        The added rows are kept apart from the others until the result (no concatenated copy of
+        the factors); their `cross` (`[P, k, N]`, consumed), if given, is `right S0^T`, computed by
+        the caller from their structure (`Attention.output_cross`) for less than the `[k, C] x
+        [C, N]` product.
         """
-        p, r, n = self.left.shape
+        p, _, n = self.left.shape
         c = self.shared.shape[1]
         shared = self.centred_shared()
-        right = self.right - self.right.mean(2, keepdim=True)
+        blocks = [(self.left, self.right, None)]
+        if added is not None:
+            blocks.append(added)
+        blocks = [(left, right - right.mean(2, keepdim=True), cross) for left, right, cross in blocks if left.shape[1]]
         scale = torch.ones(p, n, dtype=shared.dtype, device=shared.device) if self.scale is None else self.scale
-        k = 0 if last_cross is None else last_cross.shape[1]
-        cross = (right[:, : r - k].reshape(p * (r - k), c) @ shared.T).view(p, r - k, n)  # [P, r, N]: V0 S0^T
-        if k:
-            cross = torch.cat([cross, last_cross], 1)
-        inner = cross.mul_(2 * scale[:, None, :]).baddbmm_(right @ right.transpose(1, 2), self.left)
-        squares = inner.mul_(self.left).sum(1) + scale.square() * shared.square().sum(1)  # [P, N]
+        squares = scale.square() * self.memo.get(shared, "squares", lambda: shared.square().sum(1))  # [P, N]
+        for left, right, cross in blocks:
+            if cross is None:
+                cross = (right.reshape(-1, c) @ shared.T).view(p, -1, n)  # [P, k, N]: V0 S0^T
+            inner = cross.mul_(2 * scale[:, None, :])
+            for other_left, other_right, _ in blocks:
+                inner.baddbmm_(right @ other_right.transpose(1, 2), other_left)
+            squares += inner.mul_(left).sum(1)
         inv_std = torch.rsqrt(squares / c + norm.eps)
         weight = norm.weight
-        left = self.left.new_empty(p, r + 1, n)
-        torch.mul(self.left, inv_std[:, None, :], out=left[:, :r])
-        left[:, r] = 1
-        right = torch.cat([right * weight, norm.bias.expand(p, 1, c)], 1)
-        return LowRankTokens(shared * weight, scale * inv_std, left, right)
+        rank = sum(left.shape[1] for left, _, _ in blocks)
+        out = self.left.new_empty(p, rank + 1, n)
+        start = 0
+        for left, _, _ in blocks:
+            torch.mul(left, inv_std[:, None, :], out=out[:, start : start + left.shape[1]])
+            start += left.shape[1]
+        out[:, rank] = 1
+        right = torch.cat([*(right * weight for _, right, _ in blocks), norm.bias.expand(p, 1, c)], 1)
+        normed = self.memo.get(shared, ("norm", norm), lambda: shared * weight)
+        return LowRankTokens(normed, scale * inv_std, out, right, self.memo)
 
-    def project(self, weight: torch.Tensor) -> LowRankTokens:
-        """Every token times `weight [C, D]`."""
-        return LowRankTokens(self.shared @ weight, self.scale, self.left, self.right @ weight)
+    def project(self, weight: torch.Tensor, key: Hashable | None = None) -> LowRankTokens:
+        """Every token times `weight [C, D]`; with a `key` naming `weight` (its module), the shared
+        part's product is kept in the memo for the other passes."""
+        if key is None:
+            shared = self.shared @ weight
+        else:
+            shared = self.memo.get(self.shared, ("project", key), lambda: self.shared @ weight)
+        return LowRankTokens(shared, self.scale, self.left, self.right @ weight, self.memo)
 
     def rows(self, prompt: int, start: int, stop: int, offset: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens `start:stop` of one prompt plus `offset [C]` if given, materialized: `[stop - start, C]`."""

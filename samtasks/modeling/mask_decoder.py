@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, LayerNorm2d
-from samtasks.modeling.low_rank import DenseFactors, LowRankTokens
+from samtasks.modeling.low_rank import DenseFactors, LowRankTokens, SharedMemo
 from samtasks.modeling.transformer import TwoWayTransformer
 
 # Image tokens upscaled per step: on the CPU 1 prompt of the official models, keeping the
@@ -159,13 +159,14 @@ class MaskDecoder(nn.Module):
         p = sparse.shape[0]
         h, w = image.shape[-2:]
         step = max(1, _LOW_RANK_TOKENS // (h * w))
+        memo = SharedMemo()
         for s in range(0, p, step):
             chunk = sparse[s : s + step]
             tokens = torch.cat([output_tokens.expand(len(chunk), -1, -1), chunk], dim=1)
             start = None
             if mask_inputs is not None:
                 start = mask_inputs.coefficients[s : s + step].flatten(2), mask_inputs.weight.T
-            hs, keys = self.transformer.forward_low_rank(image, image_pe, tokens, start)
+            hs, keys = self.transformer.forward_low_rank(image, image_pe, tokens, start, memo)
             yield slice(s, s + step), hs, keys
 
     def output_tokens(self) -> torch.Tensor:
@@ -293,7 +294,7 @@ class MaskDecoder(nn.Module):
             out[~keep] = -torch.inf
             prompts = keep.nonzero()[:, 0].tolist()
         blocks = out.view(p, m, h, 2, 2, w, 2, 2)  # [P, M, h, i, k, w, j, l]: row 4r + 2i + k, col 4c + 2j + l
-        upscaled = image.project(w1)  # tokens [N, (i, j, C/4)]
+        upscaled = image.project(w1, up1)  # tokens [N, (i, j, C/4)]
         b1 = up1.bias.repeat(4)
         step = max(1, _UPSCALE_ROWS_TOKENS // w)
         for prompt in prompts:

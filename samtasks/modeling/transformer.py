@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samtasks.modeling.common import MLP, MLPBlock
-from samtasks.modeling.low_rank import LowRankTokens
+from samtasks.modeling.low_rank import LowRankTokens, SharedMemo
 
 
 class Attention(nn.Module):
@@ -78,9 +78,9 @@ class Attention(nn.Module):
         softmax axis; the value bias is added after pooling: the weights sum to 1)."""
         scale = (self.q_proj.out_features // self.num_heads) ** -0.5
         rows = self._heads(self.q_proj(q) * scale)  # [P, heads, T, d]
-        keys = image.project(self.k_proj.weight.T)
-        weights = keys.head_logits(rows, pe @ self.k_proj.weight.T).softmax(-1)  # [P, heads, T, N]
-        pooled = image.project(self.v_proj.weight.T).head_pool(weights)  # [P, T, heads, d]
+        keys = image.project(self.k_proj.weight.T, self.k_proj)
+        weights = keys.head_logits(rows, _projected_pe(image, pe, self.k_proj)).softmax(-1)  # [P, heads, T, N]
+        pooled = image.project(self.v_proj.weight.T, self.v_proj).head_pool(weights)  # [P, T, heads, d]
         return self.out_proj(pooled.flatten(2) + self.v_proj.bias)
 
     def _folded_queries(self, q: torch.Tensor) -> torch.Tensor:
@@ -128,8 +128,8 @@ class Attention(nn.Module):
         if isinstance(x, LowRankTokens):
             # The image side's shared part projected once: per-head products with the token keys.
             rows = keys.view(p, t, heads, -1).transpose(1, 2)  # [P, heads, T, d]
-            queries = x.project(self.q_proj.weight.T)
-            logits = queries.head_logits(rows, pe @ self.q_proj.weight.T).add_(offset.view(p, heads, t, 1))
+            queries = x.project(self.q_proj.weight.T, self.q_proj)
+            logits = queries.head_logits(rows, _projected_pe(x, pe, self.q_proj)).add_(offset.view(p, heads, t, 1))
         elif x.shape[0] == 1:
             # One product for all prompts.
             logits = torch.addmm(offset.flatten(0, 1), folded_k.flatten(0, 1), x[0].T).view(p, heads, t, -1)
@@ -141,18 +141,20 @@ class Attention(nn.Module):
         projected = torch.einsum("pthe,che->phtc", values, w_o) + self.out_proj.bias / heads  # [P, heads, T, C]
         return weights, projected.flatten(1, 2)
 
-    def output_cross(self, v: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """The rows `projected` of `image_to_tokens_update` (values `v [P, T, C]`) times `image^T`
-        (`[N, C]`): `[P, heads * T, N]`. A row is one head's value through that head's `d` columns of
-        the output projection (plus `bo / heads`), so the product goes through `Wo_h^T image^T`
-        (`[heads, d, N]`, shared by every prompt): a `d`-long contraction per row instead of `C`."""
+    def output_cross(self, v: torch.Tensor, image: LowRankTokens) -> torch.Tensor:
+        """The rows `projected` of `image_to_tokens_update` (values `v [P, T, C]`) times `S0^T`, the
+        centred shared tokens of `image` (`[N, C]`): `[P, heads * T, N]`. A row is one head's value
+        through that head's `d` columns of the output projection (plus `bo / heads`), so the product
+        goes through `Wo_h^T S0^T` (`[heads, d, N]`, shared by every prompt): a `d`-long
+        contraction per row instead of `C`."""
         p, t, _ = v.shape
         heads = self.num_heads
         values = self.v_proj(v).view(p, t, heads, -1)  # [P, T, heads, d]
         w_o = self.out_proj.weight.view(self.out_proj.out_features, heads, -1)  # [C, heads, d]
-        basis = torch.einsum("che,nc->hen", w_o, image)  # [heads, d, N]
+        shared = image.centred_shared()
+        basis = image.memo.get(shared, ("cross", self), lambda: torch.einsum("che,nc->hen", w_o, shared))
         out = torch.bmm(values.permute(2, 0, 1, 3).reshape(heads, p * t, -1), basis)  # [heads, P * T, N]
-        bias = (image @ self.out_proj.bias) / heads  # [N]
+        bias = image.memo.get(shared, ("cross bias", self), lambda: (shared @ self.out_proj.bias) / heads)  # [N]
         return out.view(heads, p, t, -1).transpose(0, 1).add(bias).flatten(1, 2)
 
 
@@ -213,8 +215,8 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self._token_mlp(queries + update)
         attn = self.cross_attn_image_to_token
         weights, projected = attn.image_to_tokens_update(keys, queries + query_pe, queries, key_pe)
-        cross = attn.output_cross(queries, keys.centred_shared())  # the new rows' part of the norm's statistics
-        return queries, keys.plus(weights, projected).layer_norm(self.norm4, cross)
+        cross = attn.output_cross(queries, keys)  # the new rows' part of the norm's statistics
+        return queries, keys.layer_norm(self.norm4, (weights, projected, cross))
 
     def _self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
         if self.skip_first_layer_pe:
@@ -295,19 +297,22 @@ class TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor,
         point_embedding: torch.Tensor,
         per_prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memo: SharedMemo | None = None,
     ) -> tuple[torch.Tensor, LowRankTokens]:
         """`forward` for an image `[1, C, h, w]` shared by every prompt, plus `left_p^T right` per
         prompt if `per_prompt = (left [P, k, hw], right [k, C])` is given (a mask input's embedding),
         the image tokens returned in `LowRankTokens` form (see `samtasks.modeling.low_rank`);
-        requires `folds(T)`."""
+        requires `folds(T)`. Passes over more prompts with the same image and `memo` compute the
+        image side's products once."""
         p = point_embedding.shape[0]
-        image = image_embedding[0].flatten(1).T.contiguous()  # [hw, C]
-        key_pe = image_pe[0].flatten(1).T  # [hw, C]
+        memo = SharedMemo() if memo is None else memo
+        image = memo.get(image_embedding, "tokens", lambda: image_embedding[0].flatten(1).T.contiguous())  # [hw, C]
+        key_pe = memo.get(image_pe, "tokens", lambda: image_pe[0].flatten(1).T)  # [hw, C]
         if per_prompt is None:
             # Rank 0: the image tokens shared by every prompt.
             per_prompt = image.new_empty(p, 0, image.shape[0]), image.new_empty(0, image.shape[1])
         left, right = per_prompt
-        keys = LowRankTokens.update(image, left, right.expand(p, -1, -1))
+        keys = LowRankTokens.update(image, left, right.expand(p, -1, -1), memo)
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer.forward_low_rank(queries, keys, point_embedding, key_pe)
@@ -329,3 +334,8 @@ def _tokens_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch
     if attn.folds(t):
         return attn.tokens_to_image(q, k, v)
     return attn(q, k, v)
+
+
+def _projected_pe(image: LowRankTokens, pe: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+    """`pe [N, C]` through `proj`'s weight (no bias), once per memo."""
+    return image.memo.get(pe, ("project", proj), lambda: pe @ proj.weight.T)
