@@ -223,13 +223,11 @@ class MaskDecoder(nn.Module):
         Returns:
             Mask logits `[P, M, 4h, 4w]`.
         """
-        up1, norm, act1, up2, act2 = self.output_upscaling
+        up1 = self.output_upscaling[0]
         h, w = grid
         p, m = hyper_in.shape[:2]
         w1 = up1.weight.permute(0, 2, 3, 1).flatten(1)  # [C, (i, j, C/4)]
-        w2 = up2.weight.permute(0, 2, 3, 1).flatten(1)  # [C/4, (k, l, C/8)]
-        b1, b2 = up1.bias.repeat(4), up2.bias.repeat(4)
-        c1 = up1.out_channels
+        b1 = up1.bias.repeat(4)
         dtype = torch.promote_types(src.dtype, torch.float32)
         if keep is None:
             out = torch.empty(p, m, 4 * h, 4 * w, dtype=dtype, device=src.device)
@@ -244,25 +242,32 @@ class MaskDecoder(nn.Module):
             chunk = prompts[s : s + step]
             x = src[s : s + step] if keep is None else src[chunk]
             c = x.shape[0]
-            y = torch.addmm(b1, x.flatten(0, 1), w1).view(c, -1, c1)  # [c, hw * 4, C/4], autocast-aware
-            if high_res is not None:
-                y = y + high_res[1]
-            y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-            z = torch.addmm(b2, y.flatten(0, 1), w2).view(c, 4 * h * w, -1)  # [c, hw * 4, (k, l, C/8)]
-            if high_res is not None:
-                z = z + high_res[0].flatten(2)
-            z = act2(z).view(c, -1, up2.out_channels)
+            y = torch.addmm(b1, x.flatten(0, 1), w1).view(c, -1, up1.out_channels)  # [c, hw * 4, C/4], autocast-aware
+            z = self._finish_upscaling(y, high_res)  # [c, 16hw, C/8]
             weights = hyper_in[chunk].to(z.dtype)
             if c == 1:
-                # Matrix-vector products: a [16hw, C/8] x [C/8, 3] matrix product is several times
-                # slower on the CPU.
-                masks = z.new_empty(c, m, z.shape[1])
-                for j in range(m):
-                    torch.mv(z[0], weights[0, j], out=masks[0, j])
+                masks = _hyper_product(z[0], weights[0])[None]
             else:
                 masks = torch.bmm(weights, z.transpose(1, 2))  # [c, M, 16hw]
             blocks[chunk] = masks.to(dtype).view(c, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return out
+
+    def _finish_upscaling(
+        self, y: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The rest of `output_upscaling` in the token layout: from the first transposed
+        convolution's output `y [..., 4n, C/4]` (bias added) for n tokens to `[..., 16n, C/8]`, each
+        token's 4x4 block; `high_res`: SAM 2's s0 `[.., 4n, 2, 2, C/8]` and s1 `[.., 4n, C/4]` rows of
+        the same tokens (`upscale_and_project`'s layouts)."""
+        _, norm, act1, up2, act2 = self.output_upscaling
+        if high_res is not None:
+            y = y + high_res[1]
+        y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
+        w2 = up2.weight.permute(0, 2, 3, 1).flatten(1)  # [C/4, (k, l, C/8)]
+        z = torch.addmm(up2.bias.repeat(4), y.flatten(0, -2), w2).view(*y.shape[:-1], -1)  # autocast-aware
+        if high_res is not None:
+            z = z + high_res[0].flatten(-3)
+        return act2(z).view(*y.shape[:-2], -1, up2.out_channels)
 
     def _upscale_low_rank(
         self,
@@ -281,13 +286,10 @@ class MaskDecoder(nn.Module):
         rows of the grid at a time (sized for cache) through the norm, the second convolution and
         the hypernetwork product.
         """
-        up1, norm, act1, up2, act2 = self.output_upscaling
+        up1 = self.output_upscaling[0]
         h, w = grid
         p, m = hyper_in.shape[:2]
         w1 = up1.weight.permute(0, 2, 3, 1).flatten(1)  # [C, (i, j, C/4)]
-        w2 = up2.weight.permute(0, 2, 3, 1).flatten(1)  # [C/4, (k, l, C/8)]
-        b2 = up2.bias.repeat(4)
-        c1, c2 = up1.out_channels, up2.out_channels
         if keep is None:
             prompts = range(p)
         else:
@@ -301,15 +303,19 @@ class MaskDecoder(nn.Module):
             weights = hyper_in[prompt].to(out.dtype)
             for r0 in range(0, h, step):
                 rows = min(step, h - r0)
-                y = upscaled.rows(prompt, r0 * w, (r0 + rows) * w, b1).view(-1, c1)  # [(n, i, j), C/4]
-                if high_res is not None:
-                    y += high_res[1][0, 4 * r0 * w : 4 * (r0 + rows) * w]
-                y = act1(F.layer_norm(y, (c1,), norm.weight, norm.bias, norm.eps))
-                z = torch.addmm(b2, y, w2)  # [(n, i, j), (k, l, C/8)]
-                if high_res is not None:
-                    z += high_res[0][0, 4 * r0 * w : 4 * (r0 + rows) * w].flatten(1)
-                z = act2(z).view(-1, c2)  # [(n, i, j, k, l), C/8]
-                masks = z.new_empty(m, z.shape[0])
-                for j in range(m):
-                    torch.mv(z, weights[j], out=masks[j])
+                y = upscaled.rows(prompt, r0 * w, (r0 + rows) * w, b1).view(-1, up1.out_channels)  # [(n, i, j), C/4]
+                tokens = slice(4 * r0 * w, 4 * (r0 + rows) * w)
+                z = self._finish_upscaling(
+                    y, None if high_res is None else (high_res[0][0, tokens], high_res[1][0, tokens])
+                )
+                masks = _hyper_product(z, weights)  # [M, (n, i, j, k, l)]
                 blocks[prompt, :, r0 : r0 + rows] = masks.view(m, rows, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+
+
+def _hyper_product(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`weights [M, C/8]` times the upscaled tokens `z [n, C/8]`: `[M, n]`, as M matrix-vector
+    products (an `[n, C/8] x [C/8, 3]` matrix product is several times slower on the CPU)."""
+    masks = z.new_empty(len(weights), z.shape[0])
+    for j, weight in enumerate(weights):
+        torch.mv(z, weight, out=masks[j])
+    return masks
